@@ -1,0 +1,15 @@
+//! pierd: the pier daemon. Serves CRI v1 over a Unix socket.
+
+#![deny(unsafe_code)]
+
+pub mod binaries;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod logging;
+pub mod network;
+pub mod server;
+pub mod service;
+pub mod socket;
+pub mod status;

@@ -122,14 +122,20 @@ impl Database {
                 image_from_row,
             )
             .optional()?;
-        image.map(|image| self.with_names_and_layers(image)).transpose()
+        image
+            .map(|image| self.with_names_and_layers(image))
+            .transpose()
     }
 
     /// The image a repo tag or repo digest points to.
     pub fn image_by_name(&self, name: &str) -> Result<Option<ImageRecord>, DbError> {
         let id: Option<String> = self
             .conn
-            .query_row("SELECT image_id FROM image_names WHERE name = ?1", [name], |row| row.get(0))
+            .query_row(
+                "SELECT image_id FROM image_names WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
             .optional()?;
         match id {
             Some(id) => self.image(&id),
@@ -139,11 +145,16 @@ impl Database {
 
     /// Every image, oldest first.
     pub fn images(&self) -> Result<Vec<ImageRecord>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {IMAGE_COLUMNS} FROM images ORDER BY created_at, id"))?;
-        let images = stmt.query_map([], image_from_row)?.collect::<Result<Vec<_>, _>>()?;
-        images.into_iter().map(|image| self.with_names_and_layers(image)).collect()
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY created_at, id"
+        ))?;
+        let images = stmt
+            .query_map([], image_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        images
+            .into_iter()
+            .map(|image| self.with_names_and_layers(image))
+            .collect()
     }
 
     /// Removes an image and returns the chain ids of the layers no other image
@@ -153,7 +164,8 @@ impl Database {
         let tx = self.conn.transaction()?;
         let layers: Vec<String> = {
             let mut stmt = tx.prepare("SELECT chain_id FROM image_layers WHERE image_id = ?1")?;
-            stmt.query_map([id], |row| row.get(0))?.collect::<Result<_, _>>()?
+            stmt.query_map([id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
         };
         if tx.execute("DELETE FROM images WHERE id = ?1", [id])? == 0 {
             return Ok(None);
@@ -175,13 +187,18 @@ impl Database {
     }
 
     fn with_names_and_layers(&self, mut image: ImageRecord) -> Result<ImageRecord, DbError> {
-        let mut names =
-            self.conn.prepare_cached("SELECT name FROM image_names WHERE image_id = ?1 ORDER BY name")?;
-        image.names = names.query_map([&image.id], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        let mut names = self
+            .conn
+            .prepare_cached("SELECT name FROM image_names WHERE image_id = ?1 ORDER BY name")?;
+        image.names = names
+            .query_map([&image.id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
         let mut layers = self.conn.prepare_cached(
             "SELECT chain_id FROM image_layers WHERE image_id = ?1 ORDER BY position",
         )?;
-        image.layers = layers.query_map([&image.id], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        image.layers = layers
+            .query_map([&image.id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(image)
     }
 }
