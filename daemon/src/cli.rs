@@ -14,7 +14,9 @@ use crate::config::{
 #[command(
     name = "pierd",
     version,
-    about = "pier: a Kubernetes container runtime (CRI v1)"
+    about = "pier: a Kubernetes container runtime (CRI v1)",
+    // A flag given twice takes its last value, so wrappers can append overrides.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -22,6 +22,9 @@ use crate::socket;
 /// full node is large); tonic's default of 4 MiB would refuse them.
 const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
+/// How long requests in flight may run on after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves CRI until a termination signal arrives.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     for dir in [&config.root, &config.runroot] {
@@ -45,16 +48,30 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let images = ImageServiceServer::new(ImageService::new(Arc::clone(&daemon)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let shutdown = shutdown_signal()?;
+    let signal = shutdown_signal()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "pierd serving CRI");
-    Server::builder()
+    let server = Server::builder()
         .trace_fn(request_span)
         .timeout(Duration::from_secs(30 * 60))
         .add_service(runtime)
         .add_service(images)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = signal => {
+            let _ = stop_tx.send(());
+            // Kubelet keeps its connection open forever, so graceful shutdown
+            // would never finish on its own: give requests in flight a bound.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period");
+            }
+        }
+    }
     tracing::info!("pierd stopped; containers keep running");
     Ok(())
 }

@@ -249,3 +249,13 @@ fn explicit_missing_file_is_an_error() {
         .to_string();
     assert!(err.contains("absent.toml"), "{err}");
 }
+
+#[test]
+fn shipped_config_file_gives_the_defaults() {
+    let files = Files::new();
+    files.main(include_str!("../../../contrib/pier.toml"));
+    assert_eq!(
+        files.load().expect("contrib/pier.toml loads"),
+        Config::default()
+    );
+}

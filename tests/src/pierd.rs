@@ -1,0 +1,210 @@
+//! A private `pierd`: its own config, state root, run root and socket in a
+//! temp dir, so tests run in parallel with each other and with a live pierd.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::{Cri, bins};
+
+/// The default CNI network pier ships, used unless a test asks otherwise.
+pub const DEFAULT_CONFLIST: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../contrib/cni/10-pier.conflist"
+));
+
+/// How to start a test pierd.
+#[derive(Debug, Clone)]
+pub struct PierdOptions {
+    /// Contents of the main config file.
+    pub config: String,
+    /// CNI configurations written into the private conf dir, by file name.
+    pub cni_files: Vec<(String, String)>,
+    /// Serve this socket instead of a private one.
+    pub socket: Option<PathBuf>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+}
+
+impl Default for PierdOptions {
+    fn default() -> Self {
+        Self {
+            config: String::new(),
+            cni_files: vec![("10-pier.conflist".into(), DEFAULT_CONFLIST.into())],
+            socket: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A running pierd. Dropping it stops it (SIGTERM, then SIGKILL) and removes
+/// its temp dir; the log is printed when the test is panicking.
+pub struct Pierd {
+    dir: TempDir,
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl Pierd {
+    /// Starts a pierd with default options and waits until it answers.
+    pub async fn start() -> Self {
+        Self::start_with(PierdOptions::default()).await
+    }
+
+    pub async fn start_with(options: PierdOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = options
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.path().join("pier.sock"));
+        let child = spawn(dir.path(), &socket, &options);
+        let mut pierd = Self {
+            dir,
+            child: Some(child),
+            socket,
+        };
+        pierd.wait_until_serving().await;
+        pierd
+    }
+
+    /// Runs a pierd that is expected to refuse to start; returns its exit
+    /// status and log. It gets its own fresh state and run roots.
+    pub fn run_refused(options: &PierdOptions, socket: &Path) -> (ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = spawn(dir.path(), socket, options);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                let log = std::fs::read_to_string(dir.path().join("pierd.log")).unwrap_or_default();
+                return (status, log);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pierd did not exit although it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut cri) = Cri::connect(&self.socket).await {
+                let version = cri
+                    .runtime
+                    .version(k8s_cri::v1::VersionRequest::default())
+                    .await;
+                if version.is_ok() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("pierd exited with {status} before serving:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pierd not serving after 30s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A connected CRI client.
+    pub async fn cri(&self) -> Cri {
+        Cri::connect(&self.socket).await.expect("connect to pierd")
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn runroot(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What pierd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pierd.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for pierd to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.stop(Signal::SIGTERM)
+    }
+
+    /// Sends SIGKILL (a crash) and reaps pierd.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.stop(Signal::SIGKILL)
+    }
+
+    fn stop(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("pierd already stopped");
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().expect("wait pierd");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pierd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- pierd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Starts the pierd binary with everything pointed into `dir`.
+fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
+    let cni = dir.join("cni");
+    std::fs::create_dir_all(&cni).expect("mkdir cni");
+    for (name, text) in &options.cni_files {
+        std::fs::write(cni.join(name), text).expect("write conflist");
+    }
+    std::fs::create_dir_all(dir.join("pier.d")).expect("mkdir pier.d");
+    std::fs::write(dir.join("pier.toml"), &options.config).expect("write config");
+    let log = std::fs::File::create(dir.join("pierd.log")).expect("create log");
+    Command::new(bins::path("pierd"))
+        .arg("--config")
+        .arg(dir.join("pier.toml"))
+        .arg("--config-dir")
+        .arg(dir.join("pier.d"))
+        .arg("--listen")
+        .arg(socket)
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--cni-config-dir")
+        .arg(&cni)
+        .args(["--log-level", "info,pierd=debug,pier_storage=debug"])
+        .args(&options.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn pierd")
+}
