@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration, with every default, as TOML.
     Config,
+    /// Internal: unshare and pin a pod's namespaces (run by pierd itself).
+    #[command(hide = true)]
+    PinNamespaces(crate::pinns::PinRequest),
 }
 
 /// Flags override the configuration files; a flag not given falls back to its

@@ -2,15 +2,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use pier_storage::{Database, DbError};
+use pier_storage::{Database, DbError, SandboxRecord};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::locks::KeyedLocks;
 
 /// What every CRI request can reach.
 #[derive(Debug)]
 pub struct Daemon {
     pub config: Config,
+    /// Serialises calls on one sandbox or container.
+    pub locks: KeyedLocks,
     db: Arc<Mutex<Database>>,
 }
 
@@ -18,6 +21,7 @@ impl Daemon {
     pub fn new(config: Config, db: Database) -> Self {
         Self {
             config,
+            locks: KeyedLocks::default(),
             db: Arc::new(Mutex::new(db)),
         }
     }
@@ -38,5 +42,20 @@ impl Daemon {
         })
         .await?
         .map_err(Error::from)
+    }
+
+    /// The sandbox with this id or unique id prefix.
+    pub async fn find_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, Error> {
+        let wanted = id.to_owned();
+        self.db(move |db| {
+            if let Some(exact) = db.sandbox(&wanted)? {
+                return Ok(Some(exact));
+            }
+            let all = db.sandboxes()?;
+            let found =
+                crate::ids::resolve(&wanted, all.iter().map(|s| s.id.as_str())).map(str::to_owned);
+            Ok(found.and_then(|id| all.into_iter().find(|s| s.id == id)))
+        })
+        .await
     }
 }

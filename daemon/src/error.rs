@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use pier_storage::DbError;
 use tonic::Status;
 
+use crate::network::cni::CniError;
+use crate::network::conflist::ConflistError;
+
 /// Why a CRI request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,6 +16,14 @@ pub enum Error {
     Unimplemented(&'static str),
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{what}: {reason}")]
+    Setup { what: String, reason: String },
+    #[error("pod network: {0}")]
+    Cni(#[from] CniError),
+    #[error("pod network not ready: {0}")]
+    NetworkNotReady(#[from] ConflistError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("internal task failed: {0}")]
@@ -25,11 +36,16 @@ impl From<Error> for Status {
         let status = match &error {
             Error::Unimplemented(_) => Status::unimplemented(message),
             Error::InvalidArgument { .. } => Status::invalid_argument(message),
-            Error::Db(DbError::NotFound { .. }) => Status::not_found(message),
+            Error::NotFound { .. } | Error::Db(DbError::NotFound { .. }) => {
+                Status::not_found(message)
+            }
+            Error::NetworkNotReady(_) => Status::failed_precondition(message),
             Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => {
                 Status::already_exists(message)
             }
-            Error::Db(_) | Error::Task(_) => Status::internal(message),
+            Error::Setup { .. } | Error::Cni(_) | Error::Db(_) | Error::Task(_) => {
+                Status::internal(message)
+            }
         };
         // Logged inside the request's span, so the method and ids come along.
         match status.code() {

@@ -8,6 +8,13 @@ use pierd::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The helper needs no configuration; it must not fail on one.
+    if let Some(Command::PinNamespaces(request)) = &cli.command {
+        return match pierd::pinns::pin(request) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     let config = match cli.flags.effective_config() {
         Ok(config) => config,
         Err(e) => return fail(&e),
@@ -20,6 +27,7 @@ fn main() -> ExitCode {
             },
             Err(e) => fail(&e),
         },
+        Some(Command::PinNamespaces(_)) => ExitCode::SUCCESS,
         None => {
             pierd::logging::init(&config.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()

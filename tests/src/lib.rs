@@ -10,7 +10,7 @@ pub mod registry;
 
 pub use client::Cri;
 pub use image::{ImageSpec, PushedImage};
-pub use pierd::{Pierd, PierdOptions};
+pub use pierd::{Pierd, PierdOptions, TestNetwork};
 pub use registry::Registry;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).

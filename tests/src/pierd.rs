@@ -26,6 +26,8 @@ pub struct PierdOptions {
     pub cni_files: Vec<(String, String)>,
     /// Serve this socket instead of a private one.
     pub socket: Option<PathBuf>,
+    /// A private bridge network to use as the pod network (replaces `cni_files`).
+    pub network: Option<TestNetwork>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
 }
@@ -36,8 +38,50 @@ impl Default for PierdOptions {
             config: String::new(),
             cni_files: vec![("10-pier.conflist".into(), DEFAULT_CONFLIST.into())],
             socket: None,
+            network: None,
             args: Vec::new(),
         }
+    }
+}
+
+/// A CNI bridge network private to one test: its own bridge device, subnet
+/// and IPAM state, no masquerading, removed when the test's pierd stops.
+#[derive(Debug, Clone)]
+pub struct TestNetwork {
+    pub bridge: String,
+    /// The first three octets of the /24 pods get addresses from.
+    pub subnet_prefix: String,
+}
+
+impl TestNetwork {
+    pub fn new() -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        Self {
+            bridge: format!("pt{:x}{n:x}", pid % 0xfffff),
+            subnet_prefix: format!("10.{}.{}", 100 + pid % 100, n % 256),
+        }
+    }
+
+    /// The conflist, with host-local keeping its leases under `state_dir`.
+    pub fn conflist(&self, state_dir: &Path) -> String {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"{bridge}","plugins":[
+              {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+                "ipam":{{"type":"host-local","dataDir":"{dir}","ranges":[[{{"subnet":"{net}.0/24"}}]],
+                         "routes":[{{"dst":"0.0.0.0/0"}}]}}}},
+              {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
+            bridge = self.bridge,
+            dir = state_dir.display(),
+            net = self.subnet_prefix,
+        )
+    }
+}
+
+impl Default for TestNetwork {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -47,6 +91,7 @@ pub struct Pierd {
     dir: TempDir,
     child: Option<Child>,
     socket: PathBuf,
+    network: Option<TestNetwork>,
 }
 
 impl Pierd {
@@ -62,10 +107,12 @@ impl Pierd {
             .clone()
             .unwrap_or_else(|| dir.path().join("pier.sock"));
         let child = spawn(dir.path(), &socket, &options);
+        let network = options.network.clone();
         let mut pierd = Self {
             dir,
             child: Some(child),
             socket,
+            network,
         };
         pierd.wait_until_serving().await;
         pierd
@@ -129,6 +176,9 @@ impl Pierd {
     pub fn runroot(&self) -> PathBuf {
         self.dir.path().join("run")
     }
+    pub fn network(&self) -> Option<&TestNetwork> {
+        self.network.as_ref()
+    }
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -171,6 +221,11 @@ impl Drop for Pierd {
         if self.child.is_some() {
             self.terminate();
         }
+        if let Some(network) = &self.network {
+            let _ = Command::new("ip")
+                .args(["link", "del", &network.bridge])
+                .output();
+        }
         if std::thread::panicking() {
             eprintln!("---- pierd log ----\n{}", self.log());
         }
@@ -181,8 +236,16 @@ impl Drop for Pierd {
 fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
     let cni = dir.join("cni");
     std::fs::create_dir_all(&cni).expect("mkdir cni");
-    for (name, text) in &options.cni_files {
-        std::fs::write(cni.join(name), text).expect("write conflist");
+    match &options.network {
+        Some(network) => {
+            let conflist = network.conflist(&dir.join("cni-state"));
+            std::fs::write(cni.join("10-test.conflist"), conflist).expect("write conflist");
+        }
+        None => {
+            for (name, text) in &options.cni_files {
+                std::fs::write(cni.join(name), text).expect("write conflist");
+            }
+        }
     }
     std::fs::create_dir_all(dir.join("pier.d")).expect("mkdir pier.d");
     std::fs::write(dir.join("pier.toml"), &options.config).expect("write config");

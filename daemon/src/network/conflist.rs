@@ -116,6 +116,21 @@ fn read(file: &Path) -> Result<NetworkConfig, String> {
 }
 
 impl NetworkConfig {
+    /// The network as stored with a sandbox at ADD time, for its DEL.
+    pub fn from_stored(conflist: Value) -> Self {
+        let name = conflist
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            file: PathBuf::new(),
+            name,
+            plugins: Vec::new(),
+            conflist,
+        }
+    }
+
     /// Checks that every plugin of the chain (and `loopback`, which every pod
     /// needs) has a binary in one of `dirs`.
     pub fn check_plugins(&self, dirs: &[PathBuf]) -> Result<(), ConflistError> {

@@ -1,3 +1,4 @@
 //! Pod networking through CNI.
 
+pub mod cni;
 pub mod conflist;

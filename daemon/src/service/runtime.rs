@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::unimplemented;
 use crate::daemon::Daemon;
+use crate::sandbox;
 use crate::status;
 
 /// The CRI API version pier speaks, as `Version` reports it.
@@ -90,37 +91,49 @@ impl runtime_service_server::RuntimeService for RuntimeService {
 
     async fn run_pod_sandbox(
         &self,
-        _request: Request<RunPodSandboxRequest>,
+        request: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        unimplemented("RunPodSandbox")
+        let pod_sandbox_id = sandbox::run(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _request: Request<StopPodSandboxRequest>,
+        request: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        unimplemented("StopPodSandbox")
+        sandbox::stop(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        Ok(Response::new(StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _request: Request<RemovePodSandboxRequest>,
+        request: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        unimplemented("RemovePodSandbox")
+        sandbox::remove(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _request: Request<PodSandboxStatusRequest>,
+        request: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        unimplemented("PodSandboxStatus")
+        let request = request.into_inner();
+        let (status, info) =
+            sandbox::status(&self.daemon, &request.pod_sandbox_id, request.verbose).await?;
+        Ok(Response::new(PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: crate::time::now_ns(),
+        }))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _request: Request<ListPodSandboxRequest>,
+        request: Request<ListPodSandboxRequest>,
     ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        unimplemented("ListPodSandbox")
+        let items = sandbox::list(&self.daemon, request.into_inner().filter).await?;
+        Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
     async fn create_container(
