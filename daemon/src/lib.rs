@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod ids;
