@@ -42,6 +42,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 
     let listen = config.listen.clone();
     let daemon = Arc::new(Daemon::new(config, db));
+    if let Err(e) = crate::sandbox::reconcile(&daemon).await {
+        // Serving with stale state beats not serving: kubelet re-syncs pods.
+        tracing::error!(error = %e, "reconciling sandboxes failed");
+    }
     let runtime = RuntimeServiceServer::new(RuntimeService::new(Arc::clone(&daemon)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);

@@ -92,6 +92,7 @@ pub struct Pierd {
     child: Option<Child>,
     socket: PathBuf,
     network: Option<TestNetwork>,
+    options: PierdOptions,
 }
 
 impl Pierd {
@@ -113,9 +114,18 @@ impl Pierd {
             child: Some(child),
             socket,
             network,
+            options,
         };
         pierd.wait_until_serving().await;
         pierd
+    }
+
+    /// Starts pierd again on the same state, run root and socket, after
+    /// `terminate` or `kill`, and waits until it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "pierd is still running");
+        self.child = Some(spawn(self.dir.path(), &self.socket, &self.options));
+        self.wait_until_serving().await;
     }
 
     /// Runs a pierd that is expected to refuse to start; returns its exit

@@ -394,3 +394,60 @@ async fn unknown_ids_are_not_found_for_status_and_fine_for_stop_and_remove() {
         .await
         .expect("remove");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_ready_sandboxes_and_marks_broken_ones_not_ready() {
+    let mut pierd = pierd_with_network().await;
+    let mut cri = pierd.cri().await.runtime;
+    let kept = cri
+        .run_pod_sandbox(run_request(pod_config("kept")))
+        .await
+        .expect("run");
+    let kept = kept.into_inner().pod_sandbox_id;
+    let broken = cri
+        .run_pod_sandbox(run_request(pod_config("broken")))
+        .await
+        .expect("run");
+    let broken = broken.into_inner().pod_sandbox_id;
+    drop(cri);
+
+    pierd.kill();
+    // What a reboot or an operator does to a pod while pierd is away.
+    let pin = pierd.runroot().join("netns").join(&broken);
+    nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH).expect("unmount pin");
+    pierd.restart().await;
+
+    let mut cri = pierd.cri().await.runtime;
+    let state = |id: &str| PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    };
+    let kept_status = cri
+        .pod_sandbox_status(state(&kept))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        kept_status.status.expect("status").state,
+        PodSandboxState::SandboxReady as i32
+    );
+    let broken_status = cri
+        .pod_sandbox_status(state(&broken))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        broken_status.status.expect("status").state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    for id in [kept, broken] {
+        cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .expect("remove");
+    }
+    assert!(
+        mounts_under(&pierd.runroot()).is_empty(),
+        "{:?}",
+        mounts_under(&pierd.runroot())
+    );
+}

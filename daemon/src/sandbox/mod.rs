@@ -2,6 +2,7 @@
 
 mod files;
 mod namespaces;
+mod reconcile;
 mod run;
 mod teardown;
 mod view;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use pier_storage::SandboxRecord;
 
+pub use reconcile::reconcile;
 pub use run::run;
 pub use teardown::{remove, stop};
 pub use view::{list, status};
