@@ -9,11 +9,13 @@ use crate::daemon::Daemon;
 use crate::error::Error;
 
 /// `statfs` magic of the namespace filesystem a pinned namespace lives on.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
+const NSFS_MAGIC: u32 = 0x6e73_6673;
 
 /// Whether `path` is still a pinned namespace (a reboot empties /run).
 fn is_pinned(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == NSFS_MAGIC)
+    // The magic's C type differs between libcs; `as _` fits it to the local one.
+    let nsfs = nix::sys::statfs::FsType(NSFS_MAGIC as _);
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nsfs)
 }
 
 /// Runs once before serving.
