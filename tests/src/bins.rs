@@ -1,11 +1,23 @@
 //! Locating the workspace's binaries from a test executable.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// The directory holding `pierd` and `pier-monitor`: `$PIER_BIN_DIR`, or the
+static DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Overrides where binaries are looked for (for programs that are not cargo
+/// test binaries, such as benchmarks). The first call wins.
+pub fn set_dir(dir: &Path) {
+    let _ = DIR.set(dir.to_owned());
+}
+
+/// The directory holding `pierd` and `pier-monitor`: `set_dir`'s, `$PIER_BIN_DIR`, or the
 /// cargo profile directory this test binary was built into
 /// (`target/<profile>/deps/<test>` → `target/<profile>`).
 pub fn dir() -> PathBuf {
+    if let Some(dir) = DIR.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("PIER_BIN_DIR") {
         return dir.into();
     }
