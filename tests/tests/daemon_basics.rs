@@ -3,8 +3,33 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
-use k8s_cri::v1::{ListContainersRequest, ListImagesRequest, StatusRequest, VersionRequest};
+use k8s_cri::v1::{
+    ListContainersRequest, ListImagesRequest, RuntimeCondition, StatusRequest, VersionRequest,
+};
 use pier_tests::{Pierd, PierdOptions};
+
+/// The runtime conditions a pierd reports.
+async fn conditions(pierd: &Pierd) -> Vec<RuntimeCondition> {
+    let status = pierd
+        .cri()
+        .await
+        .runtime
+        .status(StatusRequest::default())
+        .await;
+    status
+        .expect("Status")
+        .into_inner()
+        .status
+        .expect("runtime status")
+        .conditions
+}
+
+fn condition<'a>(conditions: &'a [RuntimeCondition], kind: &str) -> &'a RuntimeCondition {
+    conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_reports_pier_and_cri_v1() {
@@ -52,22 +77,8 @@ async fn status_reports_missing_network_and_runtime() {
         ..Default::default()
     };
     let pierd = Pierd::start_with(options).await;
-    let status = pierd
-        .cri()
-        .await
-        .runtime
-        .status(StatusRequest::default())
-        .await;
-    let conditions = status
-        .expect("Status")
-        .into_inner()
-        .status
-        .expect("status")
-        .conditions;
-    let network = conditions
-        .iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .expect("NetworkReady");
+    let conditions = conditions(&pierd).await;
+    let network = condition(&conditions, "NetworkReady");
     assert!(!network.status);
     assert_eq!(network.reason, "NetworkPluginNotReady");
     assert!(
@@ -75,10 +86,7 @@ async fn status_reports_missing_network_and_runtime() {
         "{}",
         network.message
     );
-    let runtime = conditions
-        .iter()
-        .find(|c| c.r#type == "RuntimeReady")
-        .expect("RuntimeReady");
+    let runtime = condition(&conditions, "RuntimeReady");
     assert!(!runtime.status);
     assert!(
         runtime.message.contains("/nonexistent/runc"),
@@ -95,22 +103,8 @@ async fn network_not_ready_names_a_missing_plugin() {
         ..Default::default()
     };
     let pierd = Pierd::start_with(options).await;
-    let status = pierd
-        .cri()
-        .await
-        .runtime
-        .status(StatusRequest::default())
-        .await;
-    let conditions = status
-        .expect("Status")
-        .into_inner()
-        .status
-        .expect("status")
-        .conditions;
-    let network = conditions
-        .iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .expect("NetworkReady");
+    let conditions = conditions(&pierd).await;
+    let network = condition(&conditions, "NetworkReady");
     assert!(!network.status);
     assert!(
         network.message.contains("no-such-plugin"),

@@ -36,6 +36,18 @@ fn pod_config(name: &str) -> PodSandboxConfig {
     }
 }
 
+type RuntimeClient =
+    k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// Runs a pod and returns its id.
+async fn run_pod(cri: &mut RuntimeClient, config: PodSandboxConfig) -> String {
+    let response = cri
+        .run_pod_sandbox(run_request(config))
+        .await
+        .expect("RunPodSandbox");
+    response.into_inner().pod_sandbox_id
+}
+
 fn run_request(config: PodSandboxConfig) -> RunPodSandboxRequest {
     RunPodSandboxRequest {
         config: Some(config),
@@ -76,12 +88,7 @@ async fn sandbox_lifecycle_with_network_files_and_namespaces() {
     let prefix = pierd.network().expect("network").subnet_prefix.clone();
     let mut cri = pierd.cri().await.runtime;
 
-    let id = cri
-        .run_pod_sandbox(run_request(pod_config("web")))
-        .await
-        .expect("run")
-        .into_inner();
-    let id = id.pod_sandbox_id;
+    let id = run_pod(&mut cri, pod_config("web")).await;
     assert_eq!(id.len(), 64);
 
     let status = cri
@@ -203,11 +210,7 @@ async fn sandbox_lifecycle_with_network_files_and_namespaces() {
 async fn duplicate_pod_name_is_refused_naming_the_holder() {
     let pierd = pierd_with_network().await;
     let mut cri = pierd.cri().await.runtime;
-    let first = cri
-        .run_pod_sandbox(run_request(pod_config("dup")))
-        .await
-        .expect("run");
-    let first = first.into_inner().pod_sandbox_id;
+    let first = run_pod(&mut cri, pod_config("dup")).await;
     let err = cri
         .run_pod_sandbox(run_request(pod_config("dup")))
         .await
@@ -278,12 +281,7 @@ async fn host_network_pod_skips_cni_and_uses_the_node_hostname() {
         }),
         ..Default::default()
     });
-    let id = cri
-        .run_pod_sandbox(run_request(config))
-        .await
-        .expect("run")
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_pod(&mut cri, config).await;
     assert!(!pierd.runroot().join("netns").join(&id).exists());
     let dir = pierd.runroot().join("sandboxes").join(&id);
     let hostname = std::fs::read_to_string(dir.join("hostname")).expect("hostname");
@@ -306,12 +304,7 @@ async fn namespaced_sysctls_are_applied_inside_the_pod() {
         ]),
         ..Default::default()
     });
-    let id = cri
-        .run_pod_sandbox(run_request(config))
-        .await
-        .expect("run")
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_pod(&mut cri, config).await;
     let net = pierd.runroot().join("netns").join(&id);
     let port = in_namespace(
         "net",
@@ -399,16 +392,8 @@ async fn unknown_ids_are_not_found_for_status_and_fine_for_stop_and_remove() {
 async fn restart_keeps_ready_sandboxes_and_marks_broken_ones_not_ready() {
     let mut pierd = pierd_with_network().await;
     let mut cri = pierd.cri().await.runtime;
-    let kept = cri
-        .run_pod_sandbox(run_request(pod_config("kept")))
-        .await
-        .expect("run");
-    let kept = kept.into_inner().pod_sandbox_id;
-    let broken = cri
-        .run_pod_sandbox(run_request(pod_config("broken")))
-        .await
-        .expect("run");
-    let broken = broken.into_inner().pod_sandbox_id;
+    let kept = run_pod(&mut cri, pod_config("kept")).await;
+    let broken = run_pod(&mut cri, pod_config("broken")).await;
     drop(cri);
 
     pierd.kill();

@@ -2,6 +2,8 @@
 //! tolerates what an earlier call, a failed setup or a crash already released.
 
 use k8s_cri::v1::PodSandboxConfig;
+use pier_storage::SandboxRecord;
+use tokio::sync::OwnedMutexGuard;
 
 use super::{NOT_READY, SandboxRuntime, config_of, files, namespaces};
 use crate::daemon::Daemon;
@@ -40,16 +42,29 @@ pub(super) async fn release(
     }
 }
 
+/// Finds the sandbox, takes its lock and releases its network, namespaces
+/// and shm: the common first half of stop and remove. `None` when the
+/// sandbox does not exist (already gone, which is fine for both).
+async fn released(
+    daemon: &Daemon,
+    id: &str,
+) -> Result<Option<(SandboxRecord, SandboxRuntime, OwnedMutexGuard<()>)>, Error> {
+    let Some(record) = daemon.find_sandbox(id).await? else {
+        return Ok(None);
+    };
+    tracing::Span::current().record("pod_id", record.id.as_str());
+    let guard = daemon.locks.lock(&record.id).await;
+    let runtime = SandboxRuntime::from_record(&record);
+    release(daemon, &record.id, &config_of(&record), &runtime).await;
+    Ok(Some((record, runtime, guard)))
+}
+
 /// Stops a sandbox: its network and namespaces are released, its row stays,
 /// not ready. Unknown ids are fine (already gone).
 pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let Some(record) = daemon.find_sandbox(id).await? else {
+    let Some((record, _, _guard)) = released(daemon, id).await? else {
         return Ok(());
     };
-    tracing::Span::current().record("pod_id", record.id.as_str());
-    let _guard = daemon.locks.lock(&record.id).await;
-    let runtime = SandboxRuntime::from_record(&record);
-    release(daemon, &record.id, &config_of(&record), &runtime).await;
     if record.state != NOT_READY {
         let sandbox = record.id.clone();
         daemon
@@ -63,13 +78,9 @@ pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// Removes a sandbox and all its state, stopping it first if needed.
 /// Unknown ids are fine (already gone).
 pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let Some(record) = daemon.find_sandbox(id).await? else {
+    let Some((record, runtime, _guard)) = released(daemon, id).await? else {
         return Ok(());
     };
-    tracing::Span::current().record("pod_id", record.id.as_str());
-    let _guard = daemon.locks.lock(&record.id).await;
-    let runtime = SandboxRuntime::from_record(&record);
-    release(daemon, &record.id, &config_of(&record), &runtime).await;
     if !runtime.dir.as_os_str().is_empty() {
         files::remove_dir(&runtime.dir).map_err(|e| Error::Setup {
             what: format!("remove {}", runtime.dir.display()),
