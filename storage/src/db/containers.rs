@@ -85,9 +85,14 @@ impl Database {
         );
         match inserted {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
                 if self.container(&c.id)?.is_some() {
-                    return Err(DbError::IdTaken { kind: "container", id: c.id.clone() });
+                    return Err(DbError::IdTaken {
+                        kind: "container",
+                        id: c.id.clone(),
+                    });
                 }
                 let holder: Option<String> = self
                     .conn
@@ -104,7 +109,10 @@ impl Database {
                         holder: format!("container {holder} in sandbox {}", c.sandbox_id),
                     }),
                     // The only other constraint is the sandbox reference.
-                    None => Err(DbError::NotFound { kind: "sandbox", id: c.sandbox_id.clone() }),
+                    None => Err(DbError::NotFound {
+                        kind: "sandbox",
+                        id: c.sandbox_id.clone(),
+                    }),
                 }
             }
             Err(e) => Err(e.into()),
@@ -115,15 +123,19 @@ impl Database {
     pub fn container(&self, id: &str) -> Result<Option<ContainerRecord>, DbError> {
         Ok(self
             .conn
-            .query_row(&format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"), [id], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"),
+                [id],
+                from_row,
+            )
             .optional()?)
     }
 
     /// Every container, oldest first.
     pub fn containers(&self) -> Result<Vec<ContainerRecord>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM containers ORDER BY created_at, id"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM containers ORDER BY created_at, id"
+        ))?;
         let rows = stmt.query_map([], from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -142,21 +154,40 @@ impl Database {
         let changed = self.conn.execute(
             "UPDATE containers SET state = ?2, started_at = ?3, finished_at = ?4, exit_code = ?5, \
              reason = ?6, message = ?7 WHERE id = ?1",
-            params![id, p.state, p.started_at, p.finished_at, p.exit_code, p.reason, p.message],
+            params![
+                id,
+                p.state,
+                p.started_at,
+                p.finished_at,
+                p.exit_code,
+                p.reason,
+                p.message
+            ],
         )?;
         match changed {
-            0 => Err(DbError::NotFound { kind: "container", id: id.to_owned() }),
+            0 => Err(DbError::NotFound {
+                kind: "container",
+                id: id.to_owned(),
+            }),
             _ => Ok(()),
         }
     }
 
     /// Replaces the daemon's runtime state blob of a container.
     pub fn set_container_runtime(&self, id: &str, runtime: &[u8]) -> Result<(), DbError> {
-        self.update_one("container", id, "UPDATE containers SET runtime = ?2 WHERE id = ?1", runtime)
+        self.update_one(
+            "container",
+            id,
+            "UPDATE containers SET runtime = ?2 WHERE id = ?1",
+            runtime,
+        )
     }
 
     /// Removes a container row. Returns whether it existed.
     pub fn delete_container(&self, id: &str) -> Result<bool, DbError> {
-        Ok(self.conn.execute("DELETE FROM containers WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM containers WHERE id = ?1", [id])?
+            > 0)
     }
 }

@@ -122,14 +122,20 @@ impl Database {
                 image_from_row,
             )
             .optional()?;
-        image.map(|image| self.with_names_and_layers(image)).transpose()
+        image
+            .map(|image| self.with_names_and_layers(image))
+            .transpose()
     }
 
     /// The image a repo tag or repo digest points to.
     pub fn image_by_name(&self, name: &str) -> Result<Option<ImageRecord>, DbError> {
         let id: Option<String> = self
             .conn
-            .query_row("SELECT image_id FROM image_names WHERE name = ?1", [name], |row| row.get(0))
+            .query_row(
+                "SELECT image_id FROM image_names WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
             .optional()?;
         match id {
             Some(id) => self.image(&id),
@@ -139,11 +145,16 @@ impl Database {
 
     /// Every image, oldest first.
     pub fn images(&self) -> Result<Vec<ImageRecord>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {IMAGE_COLUMNS} FROM images ORDER BY created_at, id"))?;
-        let images = stmt.query_map([], image_from_row)?.collect::<Result<Vec<_>, _>>()?;
-        images.into_iter().map(|image| self.with_names_and_layers(image)).collect()
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY created_at, id"
+        ))?;
+        let images = stmt
+            .query_map([], image_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        images
+            .into_iter()
+            .map(|image| self.with_names_and_layers(image))
+            .collect()
     }
 
     /// Removes an image and returns the chain ids of the layers no other image
@@ -153,7 +164,8 @@ impl Database {
         let tx = self.conn.transaction()?;
         let layers: Vec<String> = {
             let mut stmt = tx.prepare("SELECT chain_id FROM image_layers WHERE image_id = ?1")?;
-            stmt.query_map([id], |row| row.get(0))?.collect::<Result<_, _>>()?
+            stmt.query_map([id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?
         };
         if tx.execute("DELETE FROM images WHERE id = ?1", [id])? == 0 {
             return Ok(None);
@@ -175,13 +187,74 @@ impl Database {
     }
 
     fn with_names_and_layers(&self, mut image: ImageRecord) -> Result<ImageRecord, DbError> {
-        let mut names =
-            self.conn.prepare_cached("SELECT name FROM image_names WHERE image_id = ?1 ORDER BY name")?;
-        image.names = names.query_map([&image.id], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        let mut names = self
+            .conn
+            .prepare_cached("SELECT name FROM image_names WHERE image_id = ?1 ORDER BY name")?;
+        image.names = names
+            .query_map([&image.id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
         let mut layers = self.conn.prepare_cached(
             "SELECT chain_id FROM image_layers WHERE image_id = ?1 ORDER BY position",
         )?;
-        image.layers = layers.query_map([&image.id], |row| row.get(0))?.collect::<Result<_, _>>()?;
+        image.layers = layers
+            .query_map([&image.id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(image)
+    }
+}
+
+/// Bookkeeping the image store needs beyond single rows.
+impl Database {
+    /// Every recorded layer.
+    pub fn layers(&self) -> Result<Vec<LayerRecord>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT chain_id, diff_id, parent, size FROM layers")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(LayerRecord {
+                chain_id: row.get(0)?,
+                diff_id: row.get(1)?,
+                parent: row.get(2)?,
+                size: row.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes a layer row that no image uses. Returns whether it was removed;
+    /// a layer some image uses stays.
+    pub fn delete_unused_layer(&self, chain_id: &str) -> Result<bool, DbError> {
+        Ok(self.conn.execute(
+            "DELETE FROM layers WHERE chain_id = ?1 AND NOT EXISTS \
+             (SELECT 1 FROM image_layers WHERE chain_id = ?1)",
+            [chain_id],
+        )? > 0)
+    }
+
+    /// Whether some image uses this layer.
+    pub fn layer_in_use(&self, chain_id: &str) -> Result<bool, DbError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM image_layers WHERE chain_id = ?1)",
+            [chain_id],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Ids of the containers created from this image.
+    pub fn containers_using_image(&self, image_id: &str) -> Result<Vec<String>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM containers WHERE image_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([image_id], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether a container with this id exists.
+    pub fn container_exists(&self, id: &str) -> Result<bool, DbError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM containers WHERE id = ?1)",
+            [id],
+            |row| row.get(0),
+        )?)
     }
 }

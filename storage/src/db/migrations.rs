@@ -82,8 +82,10 @@ pub(super) fn stored_version(conn: &Connection) -> rusqlite::Result<u32> {
 
 /// Refuses a database from a newer pier before any pragma or migration writes to it.
 pub(super) fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), DbError> {
-    let found =
-        stored_version(conn).map_err(|source| DbError::Open { path: path.to_owned(), source })?;
+    let found = stored_version(conn).map_err(|source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
     if found > SCHEMA_VERSION {
         return Err(DbError::SchemaTooNew {
             path: path.to_owned(),
@@ -95,14 +97,21 @@ pub(super) fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), DbError
 }
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
-    let found =
-        stored_version(conn).map_err(|source| DbError::Open { path: path.to_owned(), source })?;
+    let found = stored_version(conn).map_err(|source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let version = index as u32 + 1;
-        let err = |source| DbError::Migrate { path: path.to_owned(), version, source };
+        let err = |source| DbError::Migrate {
+            path: path.to_owned(),
+            version,
+            source,
+        };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         tracing::info!(path = %path.display(), version, "migrated database schema");
     }

@@ -42,7 +42,9 @@ impl Database {
     /// Stores a new sandbox, reserving its (name, namespace, uid, attempt).
     pub fn insert_sandbox(&self, sandbox: &SandboxRecord) -> Result<(), DbError> {
         let inserted = self.conn.execute(
-            &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            &format!(
+                "INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
             params![
                 sandbox.id,
                 sandbox.name,
@@ -58,9 +60,14 @@ impl Database {
         );
         match inserted {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::ConstraintViolation =>
+            {
                 if self.sandbox(&sandbox.id)?.is_some() {
-                    return Err(DbError::IdTaken { kind: "sandbox", id: sandbox.id.clone() });
+                    return Err(DbError::IdTaken {
+                        kind: "sandbox",
+                        id: sandbox.id.clone(),
+                    });
                 }
                 let holder: String = self.conn.query_row(
                     "SELECT id FROM sandboxes WHERE name = ?1 AND namespace = ?2 AND uid = ?3 AND attempt = ?4",
@@ -84,26 +91,41 @@ impl Database {
     pub fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, DbError> {
         Ok(self
             .conn
-            .query_row(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"), [id], from_row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"),
+                [id],
+                from_row,
+            )
             .optional()?)
     }
 
     /// Every sandbox, oldest first.
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>, DbError> {
-        let mut stmt =
-            self.conn.prepare_cached(&format!("SELECT {COLUMNS} FROM sandboxes ORDER BY created_at, id"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM sandboxes ORDER BY created_at, id"
+        ))?;
         let rows = stmt.query_map([], from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Records a sandbox's new state.
     pub fn set_sandbox_state(&self, id: &str, state: &str) -> Result<(), DbError> {
-        self.update_one("sandbox", id, "UPDATE sandboxes SET state = ?2 WHERE id = ?1", state)
+        self.update_one(
+            "sandbox",
+            id,
+            "UPDATE sandboxes SET state = ?2 WHERE id = ?1",
+            state,
+        )
     }
 
     /// Replaces the daemon's runtime state blob of a sandbox.
     pub fn set_sandbox_runtime(&self, id: &str, runtime: &[u8]) -> Result<(), DbError> {
-        self.update_one("sandbox", id, "UPDATE sandboxes SET runtime = ?2 WHERE id = ?1", runtime)
+        self.update_one(
+            "sandbox",
+            id,
+            "UPDATE sandboxes SET runtime = ?2 WHERE id = ?1",
+            runtime,
+        )
     }
 
     /// Removes a sandbox and the rows of its containers. Returns whether it existed.
@@ -124,7 +146,10 @@ impl Database {
         value: impl rusqlite::ToSql,
     ) -> Result<(), DbError> {
         match self.conn.execute(sql, params![id, value])? {
-            0 => Err(DbError::NotFound { kind, id: id.to_owned() }),
+            0 => Err(DbError::NotFound {
+                kind,
+                id: id.to_owned(),
+            }),
             _ => Ok(()),
         }
     }
