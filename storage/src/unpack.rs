@@ -158,6 +158,12 @@ impl Unpacker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&full).map_err(self.write_err(&current))?;
                 }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Self::unsafe_entry(
+                        raw,
+                        format!("{} is not a file of this layer", current.display()),
+                    ));
+                }
                 Err(e) => return Err(self.write_err(&current)(e)),
             }
             self.known_dirs.insert(current.clone());
