@@ -70,7 +70,8 @@ impl Leases {
         }
     }
 
-    fn flight(&self, chain_id: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+    /// The single-flight lock of one layer or blob.
+    pub fn flight(&self, chain_id: &Digest) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.flights)
             .entry(chain_id.clone())
             .or_default()
@@ -247,9 +248,9 @@ async fn fetch_and_unpack(
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
-                // oci-client's own digest check fails the stream's last
-                // chunk; our size and digest check below names it better.
-                Err(_) if count == job.blob.size => break,
+                // oci-client's own digest check fails the end of the
+                // stream; our size and digest check below names it better.
+                Err(e) if registry::is_digest_error(&e) => break,
                 Err(e) => {
                     return Err(PullError::Unreachable {
                         registry: registry.clone(),

@@ -353,6 +353,10 @@ impl Session {
         let mut stream = self.blob_stream(remote, &desc.digest).await?;
         let mut data = Vec::with_capacity(desc.size as usize);
         while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Err(e) if is_digest_error(&e) => break,
+                other => other,
+            };
             let chunk = chunk.map_err(|e| PullError::Unreachable {
                 registry: registry.clone(),
                 cause: format!("download of {} interrupted: {e}", desc.digest),
@@ -389,6 +393,13 @@ impl Session {
             .map_err(|e| classify(e, remote.registry(), digest.as_str()))?;
         Ok(sized.stream.boxed())
     }
+}
+
+/// Whether a blob stream failed only oci-client's digest check at its end
+/// (as opposed to the transfer breaking).
+pub fn is_digest_error(err: &std::io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|e| e.is::<oci_client::errors::DigestError>())
 }
 
 /// Checks a downloaded blob against its descriptor.

@@ -226,10 +226,10 @@ impl ImageStore {
             return Ok(image);
         }
 
-        let config_raw = session
-            .fetch_small_blob(&resolved.remote, config_desc)
-            .await
-            .map_err(wrap)?;
+        let config_raw = self
+            .config_blob(&session, &resolved.remote, config_desc)
+            .await;
+        let config_raw = config_raw.map_err(wrap)?;
         let parsed = ConfigFile::parse(&config_raw).map_err(wrap)?;
         if parsed.diff_ids.len() != blobs.len() {
             return Err(wrap(PullError::BadManifest(format!(
@@ -280,6 +280,32 @@ impl ImageStore {
             "image pulled"
         );
         Ok(image)
+    }
+
+    /// The image config, fetched once however many pulls want it at the
+    /// same time, and stored right away so that they find it.
+    async fn config_blob(
+        &self,
+        session: &crate::registry::Session,
+        remote: &oci_client::Reference,
+        desc: &crate::manifest::Descriptor,
+    ) -> Result<bytes::Bytes, PullError> {
+        let flight = self.inner.leases.flight(&desc.digest);
+        let _guard = flight.lock().await;
+        if let Some(raw) = self.inner.blobs.read(&desc.digest).await {
+            return Ok(raw);
+        }
+        let raw = session.fetch_small_blob(remote, desc).await?;
+        let inner = self.inner.clone();
+        let data = raw.clone();
+        tokio::task::spawn_blocking(move || inner.blobs.write(&data))
+            .await
+            .map_err(|e| PullError::Io {
+                context: "store config",
+                path: self.inner.blobs.path(&desc.digest),
+                source: std::io::Error::other(e),
+            })??;
+        Ok(raw)
     }
 
     async fn fetch_layers(

@@ -47,7 +47,10 @@ fn absolute_path_is_contained_in_the_layer() {
     let name = format!("/tmp/pier-absolute-{}", std::process::id());
     let tar = TarLayer::new().file(&name, b"inside").finish();
     unpack_into(&tar, dest.path()).unwrap();
-    assert_eq!(fs::read(dest.path().join(name.trim_start_matches('/'))).unwrap(), b"inside");
+    assert_eq!(
+        fs::read(dest.path().join(name.trim_start_matches('/'))).unwrap(),
+        b"inside"
+    );
     assert!(!Path::new(&name).exists());
 }
 
@@ -63,7 +66,10 @@ fn entry_through_a_symlink_pointing_out_is_refused() {
     assert!(common::list_dir(outside.path()).is_empty());
 
     // Relative symlinks climbing out are no different.
-    let tar = TarLayer::new().symlink("up", "../../../../..").file("up/tmp/pwned", b"x").finish();
+    let tar = TarLayer::new()
+        .symlink("up", "../../../../..")
+        .file("up/tmp/pwned", b"x")
+        .finish();
     let dest = tempfile::tempdir().unwrap();
     expect_unsafe(unpack_into(&tar, dest.path()), "symlink");
 }
@@ -81,13 +87,20 @@ fn file_replacing_a_symlink_does_not_write_through_it() {
     unpack_into(&tar, dest.path()).unwrap();
     assert_eq!(fs::read(&victim).unwrap(), b"original");
     assert_eq!(fs::read(dest.path().join("link")).unwrap(), b"replaced");
-    assert!(!fs::symlink_metadata(dest.path().join("link")).unwrap().file_type().is_symlink());
+    assert!(
+        !fs::symlink_metadata(dest.path().join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
 fn hard_links_to_outside_targets_are_refused() {
     let dest = tempfile::tempdir().unwrap();
-    let tar = TarLayer::new().hardlink("passwd", "../../../../etc/passwd").finish();
+    let tar = TarLayer::new()
+        .hardlink("passwd", "../../../../etc/passwd")
+        .finish();
     expect_unsafe(unpack_into(&tar, dest.path()), "..");
 
     // An absolute target is looked up inside the layer, where it is missing.
@@ -96,7 +109,10 @@ fn hard_links_to_outside_targets_are_refused() {
 
     // Nor may a link target go through a symlink.
     let dest = tempfile::tempdir().unwrap();
-    let tar = TarLayer::new().symlink("etc", "/etc").hardlink("passwd", "etc/passwd").finish();
+    let tar = TarLayer::new()
+        .symlink("etc", "/etc")
+        .hardlink("passwd", "etc/passwd")
+        .finish();
     expect_unsafe(unpack_into(&tar, dest.path()), "symlink");
     assert!(!dest.path().join("passwd").exists());
 }
@@ -160,23 +176,39 @@ fn ownership_modes_mtimes_devices_and_xattrs_are_kept() {
     h.set_device_major(1).unwrap();
     h.set_device_minor(3).unwrap();
     layer.raw(h, &[]);
-    layer.raw(TarLayer::header_for("run/fifo", EntryType::Fifo, 0, 0o600), &[]);
+    layer.raw(
+        TarLayer::header_for("run/fifo", EntryType::Fifo, 0, 0o600),
+        &[],
+    );
     layer.symlink("bin/sh", "/bin/busybox");
-    layer.pax(&[("SCHILY.xattr.user.pier", b"yes")]).file("tagged", b"t");
+    layer
+        .pax(&[("SCHILY.xattr.user.pier", b"yes")])
+        .file("tagged", b"t");
     unpack_into(&layer.finish(), dest.path()).unwrap();
 
     let su = fs::metadata(dest.path().join("bin/su")).unwrap();
     assert_eq!(su.permissions().mode() & 0o7777, 0o4755);
     assert_eq!(su.mtime(), 1_500_000_000);
     let data = fs::metadata(dest.path().join("home/app/data")).unwrap();
-    assert_eq!((data.uid(), data.gid(), data.mode() & 0o777), (1000, 1001, 0o600));
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o777),
+        (1000, 1001, 0o600)
+    );
     let ro = fs::metadata(dest.path().join("ro")).unwrap();
     assert_eq!((ro.mode() & 0o777, ro.mtime()), (0o555, 1_400_000_000));
     let null = fs::symlink_metadata(dest.path().join("dev/null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
-    assert!(fs::symlink_metadata(dest.path().join("run/fifo")).unwrap().file_type().is_fifo());
-    assert_eq!(fs::read_link(dest.path().join("bin/sh")).unwrap(), Path::new("/bin/busybox"));
+    assert!(
+        fs::symlink_metadata(dest.path().join("run/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(
+        fs::read_link(dest.path().join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
     let xattr = fsops::lgetxattr(&dest.path().join("tagged"), "user.pier").unwrap();
     assert_eq!(xattr.as_deref(), Some(&b"yes"[..]));
 }

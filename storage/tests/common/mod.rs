@@ -65,7 +65,13 @@ impl TarLayer {
     }
 
     pub fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
-        let h = Self::header(name.as_bytes(), EntryType::Regular, data.len() as u64, 0o644, None);
+        let h = Self::header(
+            name.as_bytes(),
+            EntryType::Regular,
+            data.len() as u64,
+            0o644,
+            None,
+        );
         self.raw(h, data)
     }
 
@@ -75,12 +81,24 @@ impl TarLayer {
     }
 
     pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let h = Self::header(name.as_bytes(), EntryType::Symlink, 0, 0o777, Some(target.as_bytes()));
+        let h = Self::header(
+            name.as_bytes(),
+            EntryType::Symlink,
+            0,
+            0o777,
+            Some(target.as_bytes()),
+        );
         self.raw(h, &[])
     }
 
     pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        let h = Self::header(name.as_bytes(), EntryType::Link, 0, 0o644, Some(target.as_bytes()));
+        let h = Self::header(
+            name.as_bytes(),
+            EntryType::Link,
+            0,
+            0o644,
+            Some(target.as_bytes()),
+        );
         self.raw(h, &[])
     }
 
@@ -97,7 +115,13 @@ impl TarLayer {
             data.extend_from_slice(value);
             data.push(b'\n');
         }
-        let h = Self::header(b"././@PaxHeader", EntryType::XHeader, data.len() as u64, 0o644, None);
+        let h = Self::header(
+            b"././@PaxHeader",
+            EntryType::XHeader,
+            data.len() as u64,
+            0o644,
+            None,
+        );
         self.raw(h, &data)
     }
 
@@ -138,13 +162,25 @@ pub struct Blob {
 
 impl Blob {
     pub fn gzip(tar: &[u8]) -> Self {
-        Self { data: gzip(tar), media_type: LAYER_GZIP, diff_id: Digest::of(tar).to_string() }
+        Self {
+            data: gzip(tar),
+            media_type: LAYER_GZIP,
+            diff_id: Digest::of(tar).to_string(),
+        }
     }
     pub fn zstd(tar: &[u8]) -> Self {
-        Self { data: zstd(tar), media_type: LAYER_ZSTD, diff_id: Digest::of(tar).to_string() }
+        Self {
+            data: zstd(tar),
+            media_type: LAYER_ZSTD,
+            diff_id: Digest::of(tar).to_string(),
+        }
     }
     pub fn plain(tar: &[u8]) -> Self {
-        Self { data: tar.to_vec(), media_type: LAYER_TAR, diff_id: Digest::of(tar).to_string() }
+        Self {
+            data: tar.to_vec(),
+            media_type: LAYER_TAR,
+            diff_id: Digest::of(tar).to_string(),
+        }
     }
     pub fn digest(&self) -> String {
         Digest::of(&self.data).to_string()
@@ -199,7 +235,10 @@ impl Registry {
             dir.path().join("data").display()
         );
         if let Some((user, pass)) = auth {
-            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().unwrap();
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "htpasswd failed");
             std::fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
             yaml.push_str(&format!(
@@ -237,10 +276,17 @@ impl Registry {
 
     /// How many times the registry served this blob.
     pub fn blob_gets(&self, digest: &str) -> usize {
+        if std::env::var_os("PIER_TEST_DUMP_LOG").is_some() {
+            eprintln!(
+                "{}",
+                std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap()
+            );
+        }
         let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
         log.lines()
-            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{digest}")))
-            .filter(|l| l.contains("\" 200 ") || l.contains("\" 307 "))
+            .filter(|l| l.contains("http.request.method=GET"))
+            .filter(|l| l.contains(&format!("/blobs/{digest}\"")))
+            .filter(|l| l.contains("http.response.status=200"))
             .count()
     }
 
@@ -275,11 +321,19 @@ impl Registry {
             .unwrap();
         for data in blobs {
             let digest = Digest::of(data).to_string();
-            client.push_blob(reference, data.to_vec(), &digest).await.unwrap();
+            client
+                .push_blob(reference, data.to_vec(), &digest)
+                .await
+                .unwrap();
         }
     }
 
-    async fn push_manifest(&self, reference: &Reference, media_type: &str, body: Vec<u8>) -> String {
+    async fn push_manifest(
+        &self,
+        reference: &Reference,
+        media_type: &str,
+        body: Vec<u8>,
+    ) -> String {
         let (client, auth) = self.client();
         client
             .auth(reference, &auth, oci_client::RegistryOperation::Push)
@@ -305,8 +359,11 @@ impl Registry {
         let mut all: Vec<&[u8]> = layers.iter().map(|b| b.data.as_slice()).collect();
         all.push(config);
         self.push_blobs(&reference, &all).await;
-        let (manifest_type, config_type) =
-            if docker { (DOCKER_MANIFEST, DOCKER_CONFIG) } else { (OCI_MANIFEST, OCI_CONFIG) };
+        let (manifest_type, config_type) = if docker {
+            (DOCKER_MANIFEST, DOCKER_CONFIG)
+        } else {
+            (OCI_MANIFEST, OCI_CONFIG)
+        };
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": manifest_type,
@@ -330,7 +387,8 @@ impl Registry {
                 "platform": {"os": "linux", "architecture": arch},
             })).collect::<Vec<_>>(),
         });
-        self.push_manifest(&reference, OCI_INDEX, serde_json::to_vec(&index).unwrap()).await
+        self.push_manifest(&reference, OCI_INDEX, serde_json::to_vec(&index).unwrap())
+            .await
     }
 
     /// Size of a stored manifest (for index entries).
@@ -347,7 +405,11 @@ impl Drop for Registry {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A store and database in a temp dir; unmounts anything left under it.
@@ -370,7 +432,12 @@ impl TestStore {
         let db = Database::open(&dir.path().join("pier.db")).unwrap();
         let db = Arc::new(Mutex::new(db));
         let store = ImageStore::open(config.clone(), db.clone()).await.unwrap();
-        Self { dir, db, store, config }
+        Self {
+            dir,
+            db,
+            store,
+            config,
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -379,7 +446,9 @@ impl TestStore {
 
     /// Opens the store again on the same root and database, as after a restart.
     pub async fn reopen(&mut self) {
-        self.store = ImageStore::open(self.config.clone(), self.db.clone()).await.unwrap();
+        self.store = ImageStore::open(self.config.clone(), self.db.clone())
+            .await
+            .unwrap();
     }
 
     pub fn layer_dirs(&self) -> Vec<String> {
@@ -389,7 +458,11 @@ impl TestStore {
 
 pub fn list_dir(path: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
