@@ -18,7 +18,7 @@ pub fn startup_cleanup(
     layers: &LayerDirs,
     blobs: &BlobDir,
 ) -> Result<(), ImageError> {
-    layers.purge_trash();
+    layers.purge_trash(true);
 
     // Layers recorded but used by no image: a pull died between unpacking
     // and recording its image.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -34,6 +34,24 @@ pub struct LayerJob {
     pub diff_id: Digest,
     pub chain_id: Digest,
     pub parent: Option<Digest>,
+}
+
+/// Shared by the layer fetches of one pull.
+pub struct PullState {
+    /// Bytes the pull may still unpack.
+    pub budget: AtomicU64,
+    /// Set when one layer failed: the others stop early. They are never
+    /// dropped mid-way, which would leave their unpacker threads running.
+    pub aborted: AtomicBool,
+}
+
+impl PullState {
+    pub fn new(budget: u64) -> Self {
+        Self {
+            budget: AtomicU64::new(budget),
+            aborted: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Counts pulls in progress that rely on each layer, so that removing an
@@ -98,7 +116,11 @@ impl LayerDirs {
     /// deletes it later.
     pub fn trash(&self, chain_id: &Digest) {
         let from = self.path(chain_id);
-        let to = self.root.join(format!("{TRASH_PREFIX}{}", chain_id.hex()));
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let to = self
+            .root
+            .join(format!("{TRASH_PREFIX}{}-{n}", chain_id.hex()));
         match std::fs::rename(&from, &to) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -106,15 +128,16 @@ impl LayerDirs {
         }
     }
 
-    /// Deletes temp and trashed directories.
-    pub fn purge_trash(&self) {
+    /// Deletes trashed directories, and temp ones too when `with_temp` (at
+    /// startup only: at run time they belong to unpacks in progress).
+    pub fn purge_trash(&self, with_temp: bool) {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if (name.starts_with(TRASH_PREFIX) || name.starts_with(TMP_PREFIX))
+            if (name.starts_with(TRASH_PREFIX) || (with_temp && name.starts_with(TMP_PREFIX)))
                 && let Err(e) = std::fs::remove_dir_all(entry.path())
             {
                 tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove");
@@ -133,7 +156,7 @@ pub async fn ensure(
     session: &Session,
     remote: &Reference,
     job: &LayerJob,
-    budget: &AtomicU64,
+    state: &PullState,
 ) -> Result<Option<u64>, PullError> {
     let flight = leases.flight(&job.chain_id);
     let _guard = flight.lock().await;
@@ -148,7 +171,7 @@ pub async fn ensure(
     tokio::fs::create_dir(&tmp)
         .await
         .map_err(|e| PullError::io("create layer dir", tmp.clone(), e))?;
-    let result = fetch_and_unpack(session, remote, job, &tmp, budget).await;
+    let result = fetch_and_unpack(session, remote, job, &tmp, state).await;
     let size = match result {
         Ok(size) => size,
         Err(e) => {
@@ -221,10 +244,10 @@ async fn fetch_and_unpack(
     remote: &Reference,
     job: &LayerJob,
     tmp: &Path,
-    budget: &AtomicU64,
+    state: &PullState,
 ) -> Result<u64, PullError> {
     let (tx, rx) = mpsc::channel::<Chunk>(64);
-    let limit = budget.load(Ordering::Relaxed);
+    let limit = state.budget.load(Ordering::Relaxed);
     let unpacker = {
         let tmp = tmp.to_path_buf();
         tokio::task::spawn_blocking(move || {
@@ -258,6 +281,12 @@ async fn fetch_and_unpack(
                     });
                 }
             };
+            if state.aborted.load(Ordering::Relaxed) {
+                return Err(PullError::Registry {
+                    registry: registry.clone(),
+                    cause: format!("download of {digest} cancelled: another layer failed"),
+                });
+            }
             count += chunk.len() as u64;
             if count > job.blob.size {
                 break;
@@ -289,9 +318,11 @@ async fn fetch_and_unpack(
             actual: diff_id.to_string(),
         });
     }
-    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-        Some(left.saturating_sub(unpacked_bytes))
-    });
+    let _ = state
+        .budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            Some(left.saturating_sub(unpacked_bytes))
+        });
     tracing::debug!(layer = %job.chain_id, unpacked_bytes, "layer unpacked");
     Ok(unpacked_bytes)
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{RwLock, Semaphore};
@@ -12,7 +12,7 @@ use crate::config::{ConfigFile, ImageConfig};
 use crate::db::{Database, DbError, ImageRecord, LayerRecord};
 use crate::digest::{self, Digest};
 use crate::error::{ImageError, PullError};
-use crate::layers::{self, LayerDirs, LayerJob, Leases};
+use crate::layers::{self, LayerDirs, LayerJob, Leases, PullState};
 use crate::manifest::{Manifest, Platform};
 use crate::reference::{ImageRef, ImageSpec};
 use crate::registry::{Auth, RegistryConfig};
@@ -189,7 +189,16 @@ impl ImageStore {
     }
 
     /// Pulls `reference` (any form kubelet sends) and returns the image.
+    /// The pull runs in a task of its own: a caller that gives up (a
+    /// cancelled RPC) leaves it to finish or fail cleanly, never half done.
     pub async fn pull(&self, reference: &str, auth: &Auth) -> Result<Image, ImageError> {
+        let (store, reference, auth) = (self.clone(), reference.to_owned(), auth.clone());
+        tokio::spawn(async move { store.pull_to_end(&reference, &auth).await })
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))?
+    }
+
+    async fn pull_to_end(&self, reference: &str, auth: &Auth) -> Result<Image, ImageError> {
         let image = ImageRef::parse(reference)?;
         let name = image.to_string();
         let wrap = |cause: PullError| ImageError::Pull {
@@ -314,23 +323,48 @@ impl ImageStore {
         remote: &oci_client::Reference,
         jobs: &[LayerJob],
     ) -> Result<HashMap<Digest, u64>, PullError> {
-        let budget = AtomicU64::new(self.inner.config.max_unpacked_bytes);
+        let state = PullState::new(self.inner.config.max_unpacked_bytes);
         let permits = Semaphore::new(self.inner.config.max_concurrent_layers.max(1));
         let fetches = jobs.iter().map(|job| async {
             let _permit = permits.acquire().await;
+            if state.aborted.load(Ordering::Relaxed) {
+                return Ok((job.chain_id.clone(), None));
+            }
             let fresh = layers::ensure(
                 &self.inner.layers,
                 &self.inner.leases,
                 session,
                 remote,
                 job,
-                &budget,
+                &state,
             )
-            .await?;
+            .await
+            .inspect_err(|_| state.aborted.store(true, Ordering::Relaxed))?;
             Ok::<_, PullError>((job.chain_id.clone(), fresh))
         });
-        let done = futures_util::future::try_join_all(fetches).await?;
-        Ok(done
+        // Every fetch runs to its end (an aborted one ends quickly), so no
+        // unpacker is still writing when the pull reports its result.
+        let done = futures_util::future::join_all(fetches).await;
+        let mut first_error = None;
+        let mut fresh = Vec::new();
+        for result in done {
+            match result {
+                Ok(ok) => fresh.push(ok),
+                Err(e) => {
+                    // The first real cause, not another layer's cancellation.
+                    let cancelled = matches!(&e, PullError::Registry { cause, .. } if cause.contains("cancelled"));
+                    if first_error.is_none()
+                        || (!cancelled && first_error.as_ref().is_some_and(|(c, _)| *c))
+                    {
+                        first_error = Some((cancelled, e));
+                    }
+                }
+            }
+        }
+        if let Some((_, e)) = first_error {
+            return Err(e);
+        }
+        Ok(fresh
             .into_iter()
             .filter_map(|(c, s)| s.map(|s| (c, s)))
             .collect())
@@ -410,7 +444,7 @@ impl ImageStore {
                     }
                 });
             }
-            inner.layers.purge_trash();
+            inner.layers.purge_trash(false);
             Ok(())
         })
         .await;
@@ -514,7 +548,7 @@ impl ImageStore {
                     inner.blobs.remove(&digest);
                 }
             }
-            inner.layers.purge_trash();
+            inner.layers.purge_trash(false);
             tracing::info!(image = %name, id = %found.id, "image removed");
             Ok(())
         })
