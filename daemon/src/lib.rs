@@ -1,0 +1,21 @@
+//! pierd: the pier daemon. Serves CRI v1 over a Unix socket.
+
+#![deny(unsafe_code)]
+
+pub mod binaries;
+pub mod cli;
+pub mod config;
+pub mod container;
+pub mod daemon;
+pub mod error;
+pub mod ids;
+pub mod locks;
+pub mod logging;
+pub mod network;
+pub mod pinns;
+pub mod sandbox;
+pub mod server;
+pub mod service;
+pub mod socket;
+pub mod status;
+pub mod time;

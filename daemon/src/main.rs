@@ -1,1 +1,55 @@
-fn main(){}
+//! pierd's entry point: parse the command line, build the configuration, serve.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pierd::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The helper needs no configuration; it must not fail on one.
+    if let Some(Command::PinNamespaces(request)) = &cli.command {
+        return match pierd::pinns::pin(request) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    let config = match cli.flags.effective_config() {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    match cli.command {
+        Some(Command::Config) => match toml::to_string_pretty(&config) {
+            Ok(text) => match std::io::stdout().write_all(text.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            },
+            Err(e) => fail(&e),
+        },
+        Some(Command::PinNamespaces(_)) => ExitCode::SUCCESS,
+        None => {
+            pierd::logging::init(&config.log);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(pierd::server::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "pierd failed");
+                    fail(&e)
+                }
+            }
+        }
+    }
+}
+
+/// Startup failures go to stderr as one line, whether or not logging is up.
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "pierd: {error}");
+    ExitCode::FAILURE
+}

@@ -1,1 +1,22 @@
-pub fn placeholder() {}
+//! Fixtures shared by pier's end-to-end tests: a local registry, OCI images
+//! built from `/bin/busybox`, a private `pierd`, and a connected CRI client.
+//! Every fixture cleans up on drop, also when the test panics.
+
+pub mod bins;
+pub mod client;
+pub mod image;
+pub mod pierd;
+pub mod registry;
+
+pub use client::Cri;
+pub use image::{ImageSpec, PushedImage};
+pub use pierd::{Pierd, PierdOptions, TestNetwork};
+pub use registry::Registry;
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}

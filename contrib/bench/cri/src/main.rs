@@ -1,0 +1,94 @@
+//! pier-cri-bench: the same CRI client drives pier and Debian's containerd
+//! (same runc, CNI plugins and local registry) in one run and prints medians,
+//! p95s and ratios. Run as root from the workspace:
+//!
+//!     cargo build --release --workspace --bins
+//!     target/release/pier-cri-bench [ITERATIONS] [PARALLEL] [PODS]
+//!
+//! ITERATIONS sequential pod lifecycles (default 20), PARALLEL pods at once
+//! (default 20), PODS held running for the memory figure (default 50).
+
+mod containerd;
+mod measure;
+
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1::{ImageSpec as CriImage, PullImageRequest};
+use pier_tests::{Cri, ImageSpec, Pierd, PierdOptions, Registry, TestNetwork};
+
+use measure::{Figures, Report};
+
+fn arg(n: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (iterations, parallel, pods) = (arg(1, 20), arg(2, 20), arg(3, 50));
+    if std::env::var_os("PIER_BIN_DIR").is_none() {
+        // pierd and pier-monitor are built next to this binary.
+        let exe = std::env::current_exe().expect("current_exe");
+        pier_tests::bins::set_dir(exe.parent().expect("exe dir"));
+    }
+    let registry = Registry::start();
+    let pause = ImageSpec::default()
+        .cmd(&["sleep", "2147483647"])
+        .push(&registry, "bench/pause:1")
+        .await;
+
+    let pier = Pierd::start_with(PierdOptions {
+        network: Some(TestNetwork::new()),
+        args: vec!["--log-level".into(), "warn".into()],
+        ..Default::default()
+    })
+    .await;
+    let containerd = containerd::Containerd::start(&registry.host(), &pause.reference).await;
+    let mut warm = Cri::connect(&containerd.socket())
+        .await
+        .expect("connect containerd");
+    warm.images
+        .pull_image(PullImageRequest {
+            image: Some(CriImage {
+                image: pause.reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("containerd pulls the pause image");
+
+    let pier_dir = pier
+        .root()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let runs: [(&str, PathBuf, u32, PathBuf); 2] = [
+        (
+            "pier",
+            pier.socket().to_owned(),
+            pier.pid().unwrap_or(0),
+            pier_dir,
+        ),
+        (
+            "containerd",
+            containerd.socket(),
+            containerd.pid(),
+            containerd.root().to_owned(),
+        ),
+    ];
+    let mut figures: Vec<Figures> = Vec::new();
+    for (name, socket, pid, dir) in runs {
+        eprintln!("measuring {name}...");
+        figures.push(measure::run(name, &socket, pid, &dir, iterations, parallel, pods).await);
+    }
+    Report {
+        iterations,
+        parallel,
+        pods,
+        figures,
+    }
+    .print();
+}

@@ -1,0 +1,235 @@
+//! Timing pod lifecycles and measuring memory on one CRI endpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::*;
+use pier_tests::Cri;
+
+/// Latencies per operation, and memory with many pods running.
+pub struct Figures {
+    pub name: &'static str,
+    pub sequential: HashMap<&'static str, Vec<Duration>>,
+    pub parallel: HashMap<&'static str, Vec<Duration>>,
+    /// PSS in kB: (daemon and its per-pod processes with no pods, with `pods` pods).
+    pub memory: (u64, u64),
+}
+
+fn pod(n: usize, tag: &str) -> RunPodSandboxRequest {
+    let name = format!("bench-{tag}-{n}");
+    RunPodSandboxRequest {
+        config: Some(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.clone(),
+                namespace: "bench".into(),
+                uid: format!("uid-{name}"),
+                attempt: 0,
+            }),
+            hostname: name,
+            linux: Some(LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        }),
+        runtime_handler: String::new(),
+    }
+}
+
+/// One RunPodSandbox → StopPodSandbox → RemovePodSandbox, each timed.
+async fn lifecycle(cri: &mut Cri, n: usize, tag: &str) -> [(&'static str, Duration); 3] {
+    let t = Instant::now();
+    let id = cri
+        .runtime
+        .run_pod_sandbox(pod(n, tag))
+        .await
+        .expect("RunPodSandbox")
+        .into_inner();
+    let run = t.elapsed();
+    let id = id.pod_sandbox_id;
+    let t = Instant::now();
+    cri.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+    let stop = t.elapsed();
+    let t = Instant::now();
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .expect("RemovePodSandbox");
+    [
+        ("RunPodSandbox", run),
+        ("StopPodSandbox", stop),
+        ("RemovePodSandbox", t.elapsed()),
+    ]
+}
+
+pub async fn run(
+    name: &'static str,
+    socket: &Path,
+    daemon_pid: u32,
+    dir: &Path,
+    iterations: usize,
+    parallel: usize,
+    pods: usize,
+) -> Figures {
+    let mut cri = Cri::connect(socket).await.expect("connect");
+    // One warm-up cycle: first-use costs (image unpack, bridge creation) are not the steady state.
+    lifecycle(&mut cri, 0, "warm").await;
+    let mut sequential: HashMap<&'static str, Vec<Duration>> = HashMap::new();
+    for n in 0..iterations {
+        for (op, d) in lifecycle(&mut cri, n, "seq").await {
+            sequential.entry(op).or_default().push(d);
+        }
+    }
+    let tasks: Vec<_> = (0..parallel)
+        .map(|n| {
+            let mut cri = cri.clone();
+            tokio::spawn(async move { lifecycle(&mut cri, n, "par").await })
+        })
+        .collect();
+    let mut concurrent: HashMap<&'static str, Vec<Duration>> = HashMap::new();
+    for task in tasks {
+        for (op, d) in task.await.expect("task") {
+            concurrent.entry(op).or_default().push(d);
+        }
+    }
+
+    let idle = pss_kb(daemon_pid, dir);
+    let mut ids = Vec::new();
+    for n in 0..pods {
+        let id = cri
+            .runtime
+            .run_pod_sandbox(pod(n, "mem"))
+            .await
+            .expect("RunPodSandbox");
+        ids.push(id.into_inner().pod_sandbox_id);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = pss_kb(daemon_pid, dir);
+    for id in ids {
+        let _ = cri
+            .runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await;
+        let _ = cri
+            .runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await;
+    }
+    Figures {
+        name,
+        sequential,
+        parallel: concurrent,
+        memory: (idle, loaded),
+    }
+}
+
+/// PSS of the daemon, the processes whose command line names its private
+/// dir (containerd's shims), and all their descendants (pause processes).
+fn pss_kb(daemon: u32, dir: &Path) -> u64 {
+    let dir = dir.display().to_string();
+    let mut procs: Vec<(u32, u32, String)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1)?.parse().ok());
+        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        procs.push((pid, ppid.unwrap_or(0), cmdline.replace('\0', " ")));
+    }
+    let mut members: HashSet<u32> = procs
+        .iter()
+        .filter(|(pid, _, cmd)| *pid == daemon || cmd.contains(&dir))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    loop {
+        let before = members.len();
+        for (pid, ppid, _) in &procs {
+            if members.contains(ppid) {
+                members.insert(*pid);
+            }
+        }
+        if members.len() == before {
+            break;
+        }
+    }
+    members
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|text| {
+            let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+pub struct Report {
+    pub iterations: usize,
+    pub parallel: usize,
+    pub pods: usize,
+    pub figures: Vec<Figures>,
+}
+
+impl Report {
+    /// Prints one table per mode: medians and p95 in ms, and the ratio of
+    /// the first runtime's median to the second's (below 1: the first is faster).
+    pub fn print(&self) {
+        let [a, b] = [&self.figures[0], &self.figures[1]];
+        let modes = [
+            ("sequential", self.iterations, &a.sequential, &b.sequential),
+            ("parallel", self.parallel, &a.parallel, &b.parallel),
+        ];
+        for (mode, count, a_ops, b_ops) in modes {
+            println!("\n{mode} ({count} pods), ms");
+            println!(
+                "{:<18} {:>10} {:>8} {:>12} {:>8} {:>8}",
+                "operation",
+                format!("{} p50", a.name),
+                "p95",
+                format!("{} p50", b.name),
+                "p95",
+                "ratio"
+            );
+            for op in ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"] {
+                let (x, y) = (&a_ops[op], &b_ops[op]);
+                let (xm, ym) = (percentile(x, 0.5), percentile(y, 0.5));
+                let ratio = xm.as_secs_f64() / ym.as_secs_f64().max(1e-9);
+                println!(
+                    "{op:<18} {:>10} {:>8} {:>12} {:>8} {:>8.2}",
+                    ms(xm),
+                    ms(percentile(x, 0.95)),
+                    ms(ym),
+                    ms(percentile(y, 0.95)),
+                    ratio
+                );
+            }
+        }
+        println!("\nmemory (PSS of the daemon and every process it keeps per pod), kB");
+        for f in &self.figures {
+            let per_pod = f.memory.1.saturating_sub(f.memory.0) / self.pods.max(1) as u64;
+            println!(
+                "{:<12} idle {:>8}  with {} pods {:>8}  per pod {:>6}",
+                f.name, f.memory.0, self.pods, f.memory.1, per_pod
+            );
+        }
+    }
+}

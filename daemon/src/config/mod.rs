@@ -1,0 +1,224 @@
+//! pierd's configuration: the types, their embedded defaults and the checks a
+//! value must pass. `load` builds the effective configuration from files,
+//! drop-ins, environment and flags.
+
+mod check;
+mod load;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use check::{check_consistency, check_fields};
+pub use load::{ConfigError, LoadOptions, load};
+
+/// Default location of the main configuration file.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/pier/pier.toml";
+/// Default directory of drop-in files, applied in name order after the main file.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/pier/pier.d";
+
+/// The effective configuration. Every field has a default, so an empty file
+/// (or none at all) is a valid configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Path of the CRI socket.
+    pub listen: PathBuf,
+    /// State root: database, blobs, layers, container writable layers.
+    pub root: PathBuf,
+    /// Run root (tmpfs): sockets, pid files, monitors' runtime files, netns pins.
+    pub runroot: PathBuf,
+    pub log: LogConfig,
+    pub runtime: RuntimeConfig,
+    pub cni: CniConfig,
+    pub registry: RegistryConfig,
+    pub streaming: StreamingConfig,
+    pub container_logs: ContainerLogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "/run/pier/pier.sock".into(),
+            root: "/var/lib/pier".into(),
+            runroot: "/run/pier".into(),
+            log: LogConfig::default(),
+            runtime: RuntimeConfig::default(),
+            cni: CniConfig::default(),
+            registry: RegistryConfig::default(),
+            streaming: StreamingConfig::default(),
+            container_logs: ContainerLogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.root.join("pier.db")
+    }
+}
+
+/// pierd's own log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a tracing filter
+    /// directive such as `info,pierd::service=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// OCI runtimes and how containers are run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The handler used when a pod names no RuntimeClass handler.
+    pub default_runtime: String,
+    /// RuntimeClass handler name → OCI runtime. Configured handlers are added
+    /// to the built-in `runc` one (or replace it, by that name).
+    #[serde(deserialize_with = "handlers_over_defaults")]
+    pub handlers: BTreeMap<String, RuntimeHandler>,
+    /// The monitor binary; a bare name is looked up beside pierd, then in PATH.
+    pub monitor_path: PathBuf,
+    pub cgroup_manager: CgroupManager,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            default_runtime: "runc".into(),
+            handlers: BTreeMap::from([(
+                "runc".into(),
+                RuntimeHandler {
+                    path: "runc".into(),
+                    root: PathBuf::new(),
+                },
+            )]),
+            monitor_path: "pier-monitor".into(),
+            cgroup_manager: CgroupManager::Cgroupfs,
+        }
+    }
+}
+
+/// Reads the handler table on top of the built-in handlers; a handler that
+/// names no binary runs the binary named like the handler (`crun` → `crun`).
+fn handlers_over_defaults<'de, D>(de: D) -> Result<BTreeMap<String, RuntimeHandler>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut handlers = RuntimeConfig::default().handlers;
+    for (name, mut handler) in BTreeMap::<String, RuntimeHandler>::deserialize(de)? {
+        if handler.path.as_os_str().is_empty() {
+            handler.path = PathBuf::from(&name);
+        }
+        handlers.insert(name, handler);
+    }
+    Ok(handlers)
+}
+
+/// One OCI runtime binary, invoked as CRI-O invokes runc.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The binary; a bare name is looked up in PATH. Empty means the
+    /// handler's own name.
+    pub path: PathBuf,
+    /// The runtime's own state directory (`--root`); empty means
+    /// `<runroot>/runtime/<handler>`.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupManager {
+    Cgroupfs,
+    Systemd,
+}
+
+/// CNI network configuration and plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// Where network configurations (`*.conflist`, `*.conf`, `*.json`) live;
+    /// the first in name order is the pod network.
+    pub conf_dir: PathBuf,
+    /// Where plugin binaries are searched, in order.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        Self {
+            conf_dir: "/etc/cni/net.d".into(),
+            plugin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+        }
+    }
+}
+
+/// Where images come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry host → endpoints tried in order before the registry itself,
+    /// e.g. `"registry.k8s.io" = ["http://127.0.0.1:5000"]`.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Registries (`host` or `host:port`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+/// The streaming server behind Exec, Attach and PortForward URLs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Address to listen on; port 0 picks a free port at startup.
+    pub address: SocketAddr,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// Limits applied by the monitors to container log files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerLogConfig {
+    /// Longest log record in bytes; longer lines are split into partial records.
+    pub max_line_size: u64,
+    /// Largest log file in bytes, 0 for no limit (kubelet rotates logs itself).
+    pub max_file_size: u64,
+}
+
+impl Default for ContainerLogConfig {
+    fn default() -> Self {
+        Self {
+            max_line_size: 16 * 1024,
+            max_file_size: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

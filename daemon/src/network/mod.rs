@@ -1,0 +1,4 @@
+//! Pod networking through CNI.
+
+pub mod cni;
+pub mod conflist;

@@ -1,0 +1,98 @@
+//! The files every container of a pod shares: hostname, resolv.conf, hosts,
+//! and a private /dev/shm.
+
+use std::path::Path;
+
+use k8s_cri::v1::DnsConfig;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crate::error::Error;
+
+/// Size of the pod's /dev/shm, as Docker and CRI-O default it.
+const SHM_SIZE: &str = "65536k";
+
+fn io_error(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Setup {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// Writes `hostname`, `resolv.conf` and `hosts` into the sandbox dir.
+pub fn write(dir: &Path, hostname: &str, dns: Option<&DnsConfig>) -> Result<(), Error> {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io_error(format!("write {}", path.display())))
+    };
+    write("hostname", format!("{hostname}\n"))?;
+    write("resolv.conf", resolv_conf(dns)?)?;
+    write(
+        "hosts",
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// The pod's resolv.conf: from its DNSConfig, or else the host's.
+fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, Error> {
+    let Some(dns) =
+        dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()))
+    else {
+        return std::fs::read_to_string("/etc/resolv.conf")
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(String::new())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(io_error("read /etc/resolv.conf".into()));
+    };
+    let mut text = String::new();
+    for server in &dns.servers {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    if !dns.searches.is_empty() {
+        text.push_str(&format!("search {}\n", dns.searches.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        text.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    Ok(text)
+}
+
+/// Mounts a tmpfs for the pod's /dev/shm.
+pub fn mount_shm(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(io_error(format!("create {}", path.display())))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let options = format!("mode=1777,size={SHM_SIZE}");
+    mount(
+        Some("shm"),
+        path,
+        Some("tmpfs"),
+        flags,
+        Some(options.as_str()),
+    )
+    .map_err(|e| Error::Setup {
+        what: format!("mount pod /dev/shm at {}", path.display()),
+        reason: e.to_string(),
+    })
+}
+
+/// Unmounts the pod's /dev/shm; an absent mount is fine.
+pub fn unmount_shm(path: &Path) {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "unmount pod shm"),
+    }
+}
+
+/// Removes the sandbox dir and everything in it; an absent dir is fine.
+pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,229 @@
+//! RunPodSandbox: reserve the name, then set up files, namespaces and network.
+//! A failure at any step releases what the earlier steps made and frees the
+//! name; progress is stored before each risky step so a crash leaves a row
+//! that says what to release.
+
+use k8s_cri::v1::{PodSandboxConfig, Protocol, RunPodSandboxRequest};
+use prost::Message;
+use serde_json::json;
+
+use super::{NOT_READY, Namespaces, READY, SandboxRuntime, files, invalid, namespaces, teardown};
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::network::{cni, conflist};
+use pier_storage::SandboxRecord;
+
+/// Creates a ready sandbox and returns its id.
+pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<String, Error> {
+    let config = request.config.ok_or_else(|| invalid("config", "missing"))?;
+    let metadata = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("config.metadata", "missing"))?;
+    for (field, value) in [
+        ("config.metadata.name", &metadata.name),
+        ("config.metadata.namespace", &metadata.namespace),
+        ("config.metadata.uid", &metadata.uid),
+    ] {
+        if value.is_empty() {
+            return Err(invalid(field, "must not be empty"));
+        }
+    }
+    let handler = request.runtime_handler;
+    if !handler.is_empty() && !daemon.config.runtime.handlers.contains_key(&handler) {
+        return Err(invalid(
+            "runtime_handler",
+            format!("{handler:?} is not a configured runtime handler"),
+        ));
+    }
+    let ns = Namespaces::of(&config);
+    let sysctls = sysctls(&config, &ns)?;
+
+    let id = crate::ids::new_id().map_err(|e| Error::Setup {
+        what: "generate a sandbox id".into(),
+        reason: e.to_string(),
+    })?;
+    tracing::Span::current().record("pod_id", id.as_str());
+    let _guard = daemon.locks.lock(&id).await;
+    let record = SandboxRecord {
+        id: id.clone(),
+        name: metadata.name.clone(),
+        namespace: metadata.namespace.clone(),
+        uid: metadata.uid.clone(),
+        attempt: metadata.attempt,
+        state: NOT_READY.into(),
+        created_at: crate::time::now_ns(),
+        runtime_handler: handler,
+        config: config.encode_to_vec(),
+        runtime: SandboxRuntime::default().to_bytes(),
+    };
+    daemon.db(move |db| db.insert_sandbox(&record)).await?;
+
+    let mut runtime = SandboxRuntime::default();
+    match set_up(daemon, &id, &config, ns, &sysctls, &mut runtime).await {
+        Ok(()) => {
+            let bytes = runtime.to_bytes();
+            let sandbox = id.clone();
+            daemon
+                .db(move |db| {
+                    db.set_sandbox_runtime(&sandbox, &bytes)?;
+                    db.set_sandbox_state(&sandbox, READY)
+                })
+                .await?;
+            tracing::info!(ips = ?runtime.ips, "sandbox ready");
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sandbox setup failed; releasing what was set up");
+            teardown::release(daemon, &id, &config, &runtime).await;
+            if let Err(remove) = files::remove_dir(&runtime.dir) {
+                tracing::warn!(error = %remove, "remove sandbox dir");
+            }
+            let sandbox = id.clone();
+            daemon.db(move |db| db.delete_sandbox(&sandbox)).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn set_up(
+    daemon: &Daemon,
+    id: &str,
+    config: &PodSandboxConfig,
+    ns: Namespaces,
+    sysctls: &[(String, String)],
+    runtime: &mut SandboxRuntime,
+) -> Result<(), Error> {
+    let runroot = &daemon.config.runroot;
+    runtime.dir = runroot.join("sandboxes").join(id);
+    runtime.hostname = hostname(config, ns)?;
+    std::fs::create_dir_all(&runtime.dir).map_err(|e| Error::Setup {
+        what: format!("create {}", runtime.dir.display()),
+        reason: e.to_string(),
+    })?;
+    files::write(&runtime.dir, &runtime.hostname, config.dns_config.as_ref())?;
+    if !config.log_directory.is_empty() {
+        std::fs::create_dir_all(&config.log_directory).map_err(|e| Error::Setup {
+            what: format!("create pod log directory {}", config.log_directory),
+            reason: e.to_string(),
+        })?;
+    }
+    if !ns.host_ipc() {
+        let shm = runtime.dir.join("shm");
+        files::mount_shm(&shm)?;
+        runtime.shm = Some(shm);
+    }
+    let pin = |kind: &str| Some(runroot.join(kind).join(id));
+    if !ns.host_network() {
+        runtime.netns = pin("netns");
+        // Kubelet gives host-network pods the host's UTS namespace too.
+        runtime.utsns = pin("utsns");
+    }
+    if !ns.host_ipc() {
+        runtime.ipcns = pin("ipcns");
+    }
+    save_progress(daemon, id, runtime).await?;
+    namespaces::pin(runtime, sysctls).await?;
+
+    let Some(netns) = runtime.netns.clone() else {
+        return Ok(());
+    };
+    let network = conflist::find_network(&daemon.config.cni.conf_dir)?;
+    runtime.cni_conflist = Some(network.conflist.clone());
+    runtime.cni_runtime_config = json!({ "portMappings": port_mappings(config) });
+    save_progress(daemon, id, runtime).await?;
+    let metadata = config.metadata.clone().unwrap_or_default();
+    let pod = cni::Attachment {
+        sandbox_id: id,
+        netns: &netns,
+        pod_name: &metadata.name,
+        pod_namespace: &metadata.namespace,
+        pod_uid: &metadata.uid,
+        runtime_config: &runtime.cni_runtime_config,
+    };
+    let dirs = &daemon.config.cni.plugin_dirs;
+    cni::add_loopback(dirs, &pod).await?;
+    let result = cni::add(&network, dirs, &pod).await?;
+    runtime.ips = cni::result_ips(&result);
+    runtime.cni_result = Some(result);
+    Ok(())
+}
+
+async fn save_progress(daemon: &Daemon, id: &str, runtime: &SandboxRuntime) -> Result<(), Error> {
+    let bytes = runtime.to_bytes();
+    let id = id.to_owned();
+    daemon
+        .db(move |db| db.set_sandbox_runtime(&id, &bytes))
+        .await
+}
+
+/// The pod's hostname: its own (kubelet sets it, else the pod name), or the
+/// node's for host-network pods.
+fn hostname(config: &PodSandboxConfig, ns: Namespaces) -> Result<String, Error> {
+    if !ns.host_network() {
+        if !config.hostname.is_empty() {
+            return Ok(config.hostname.clone());
+        }
+        if let Some(metadata) = &config.metadata {
+            return Ok(metadata.name.clone());
+        }
+    }
+    let host = nix::unistd::gethostname().map_err(|e| Error::Setup {
+        what: "read the node's hostname".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(host.to_string_lossy().into_owned())
+}
+
+/// The portmap plugin's runtime config for the mappings that name a host port.
+fn port_mappings(config: &PodSandboxConfig) -> Vec<serde_json::Value> {
+    config
+        .port_mappings
+        .iter()
+        .filter(|m| m.host_port > 0)
+        .map(|m| {
+            let protocol = match Protocol::try_from(m.protocol) {
+                Ok(Protocol::Udp) => "udp",
+                Ok(Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            };
+            json!({
+                "hostPort": m.host_port,
+                "containerPort": m.container_port,
+                "protocol": protocol,
+                "hostIP": m.host_ip,
+            })
+        })
+        .collect()
+}
+
+/// The pod's sysctls, checked: only namespaced ones, and none for a namespace
+/// the pod shares with the host.
+fn sysctls(config: &PodSandboxConfig, ns: &Namespaces) -> Result<Vec<(String, String)>, Error> {
+    let Some(linux) = &config.linux else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (key, value) in &linux.sysctls {
+        let key = key.replace('/', ".");
+        let is_ipc = key.starts_with("fs.mqueue.")
+            || key.starts_with("kernel.shm")
+            || key.starts_with("kernel.msg")
+            || key == "kernel.sem";
+        let is_net = key.starts_with("net.");
+        let reason = if !is_ipc && !is_net {
+            Some("is not a namespaced sysctl")
+        } else if is_net && ns.host_network() {
+            Some("is a network sysctl, and the pod uses the host network")
+        } else if is_ipc && ns.host_ipc() {
+            Some("is an IPC sysctl, and the pod uses the host IPC namespace")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(invalid("config.linux.sysctls", format!("{key} {reason}")));
+        }
+        out.push((key, value.clone()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,94 @@
+//! StopPodSandbox and RemovePodSandbox. Both are idempotent: every step
+//! tolerates what an earlier call, a failed setup or a crash already released.
+
+use k8s_cri::v1::PodSandboxConfig;
+use pier_storage::SandboxRecord;
+use tokio::sync::OwnedMutexGuard;
+
+use super::{NOT_READY, SandboxRuntime, config_of, files, namespaces};
+use crate::daemon::Daemon;
+use crate::error::Error;
+use crate::network::{cni, conflist::NetworkConfig};
+
+/// Releases the network, namespaces and shm of a sandbox. Failures are
+/// logged, never fatal: what cannot be released now is retried next time.
+pub(super) async fn release(
+    daemon: &Daemon,
+    id: &str,
+    config: &PodSandboxConfig,
+    runtime: &SandboxRuntime,
+) {
+    if let (Some(netns), Some(list)) = (&runtime.netns, &runtime.cni_conflist)
+        && netns.exists()
+    {
+        let network = NetworkConfig::from_stored(list.clone());
+        let metadata = config.metadata.clone().unwrap_or_default();
+        let pod = cni::Attachment {
+            sandbox_id: id,
+            netns,
+            pod_name: &metadata.name,
+            pod_namespace: &metadata.namespace,
+            pod_uid: &metadata.uid,
+            runtime_config: &runtime.cni_runtime_config,
+        };
+        let dirs = &daemon.config.cni.plugin_dirs;
+        if let Err(e) = cni::del(&network, dirs, &pod, runtime.cni_result.as_ref()).await {
+            tracing::warn!(error = %e, "CNI DEL failed; the network may keep the pod's address");
+        }
+    }
+    namespaces::unpin(runtime);
+    if let Some(shm) = &runtime.shm {
+        files::unmount_shm(shm);
+    }
+}
+
+/// Finds the sandbox, takes its lock and releases its network, namespaces
+/// and shm: the common first half of stop and remove. `None` when the
+/// sandbox does not exist (already gone, which is fine for both).
+async fn released(
+    daemon: &Daemon,
+    id: &str,
+) -> Result<Option<(SandboxRecord, SandboxRuntime, OwnedMutexGuard<()>)>, Error> {
+    let Some(record) = daemon.find_sandbox(id).await? else {
+        return Ok(None);
+    };
+    tracing::Span::current().record("pod_id", record.id.as_str());
+    let guard = daemon.locks.lock(&record.id).await;
+    let runtime = SandboxRuntime::from_record(&record);
+    release(daemon, &record.id, &config_of(&record), &runtime).await;
+    Ok(Some((record, runtime, guard)))
+}
+
+/// Stops a sandbox: its network and namespaces are released, its row stays,
+/// not ready. Unknown ids are fine (already gone).
+pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let Some((record, _, _guard)) = released(daemon, id).await? else {
+        return Ok(());
+    };
+    if record.state != NOT_READY {
+        let sandbox = record.id.clone();
+        daemon
+            .db(move |db| db.set_sandbox_state(&sandbox, NOT_READY))
+            .await?;
+        tracing::info!("sandbox stopped");
+    }
+    Ok(())
+}
+
+/// Removes a sandbox and all its state, stopping it first if needed.
+/// Unknown ids are fine (already gone).
+pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let Some((record, runtime, _guard)) = released(daemon, id).await? else {
+        return Ok(());
+    };
+    if !runtime.dir.as_os_str().is_empty() {
+        files::remove_dir(&runtime.dir).map_err(|e| Error::Setup {
+            what: format!("remove {}", runtime.dir.display()),
+            reason: e.to_string(),
+        })?;
+    }
+    let sandbox = record.id.clone();
+    daemon.db(move |db| db.delete_sandbox(&sandbox)).await?;
+    tracing::info!("sandbox removed");
+    Ok(())
+}

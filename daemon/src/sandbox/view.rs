@@ -1,0 +1,117 @@
+//! PodSandboxStatus and ListPodSandbox: stored rows as the CRI shows them.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1::{
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox, PodSandboxFilter, PodSandboxNetworkStatus,
+    PodSandboxState, PodSandboxStatus,
+};
+use pier_storage::SandboxRecord;
+use serde_json::json;
+
+use super::{READY, SandboxRuntime, config_of};
+use crate::daemon::Daemon;
+use crate::error::Error;
+
+fn state(record: &SandboxRecord) -> PodSandboxState {
+    if record.state == READY {
+        PodSandboxState::SandboxReady
+    } else {
+        PodSandboxState::SandboxNotready
+    }
+}
+
+/// The status of one sandbox, with `info` when `verbose`.
+pub async fn status(
+    daemon: &Daemon,
+    id: &str,
+    verbose: bool,
+) -> Result<(PodSandboxStatus, HashMap<String, String>), Error> {
+    let record = daemon
+        .find_sandbox(id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "pod sandbox",
+            id: id.to_owned(),
+        })?;
+    tracing::Span::current().record("pod_id", record.id.as_str());
+    let config = config_of(&record);
+    let runtime = SandboxRuntime::from_record(&record);
+    let ready = record.state == READY;
+    let mut ips = if ready {
+        runtime.ips.clone()
+    } else {
+        Vec::new()
+    }
+    .into_iter();
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let status = PodSandboxStatus {
+        id: record.id.clone(),
+        metadata: config.metadata.clone(),
+        state: state(&record) as i32,
+        created_at: record.created_at,
+        network: Some(PodSandboxNetworkStatus {
+            ip: ips.next().unwrap_or_default(),
+            additional_ips: ips.map(|ip| PodIp { ip }).collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(options),
+            }),
+        }),
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        runtime_handler: record.runtime_handler.clone(),
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        let details = json!({
+            "sandboxId": record.id,
+            "state": record.state,
+            "runtime": runtime,
+            "config": config,
+        });
+        info.insert("info".to_owned(), details.to_string());
+    }
+    Ok((status, info))
+}
+
+/// The sandboxes matching `filter`, oldest first.
+pub async fn list(
+    daemon: &Daemon,
+    filter: Option<PodSandboxFilter>,
+) -> Result<Vec<PodSandbox>, Error> {
+    let records = daemon.db(|db| db.sandboxes()).await?;
+    let filter = filter.unwrap_or_default();
+    Ok(records
+        .iter()
+        .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+        .filter(|r| {
+            filter
+                .state
+                .as_ref()
+                .is_none_or(|s| s.state == state(r) as i32)
+        })
+        .filter_map(|r| {
+            let config = config_of(r);
+            let labels_match = filter
+                .label_selector
+                .iter()
+                .all(|(k, v)| config.labels.get(k) == Some(v));
+            labels_match.then(|| PodSandbox {
+                id: r.id.clone(),
+                metadata: config.metadata.clone(),
+                state: state(r) as i32,
+                created_at: r.created_at,
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+                runtime_handler: r.runtime_handler.clone(),
+            })
+        })
+        .collect())
+}

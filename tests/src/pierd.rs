@@ -1,0 +1,283 @@
+//! A private `pierd`: its own config, state root, run root and socket in a
+//! temp dir, so tests run in parallel with each other and with a live pierd.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::{Cri, bins};
+
+/// The default CNI network pier ships, used unless a test asks otherwise.
+pub const DEFAULT_CONFLIST: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../contrib/cni/10-pier.conflist"
+));
+
+/// How to start a test pierd.
+#[derive(Debug, Clone)]
+pub struct PierdOptions {
+    /// Contents of the main config file.
+    pub config: String,
+    /// CNI configurations written into the private conf dir, by file name.
+    pub cni_files: Vec<(String, String)>,
+    /// Serve this socket instead of a private one.
+    pub socket: Option<PathBuf>,
+    /// A private bridge network to use as the pod network (replaces `cni_files`).
+    pub network: Option<TestNetwork>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+}
+
+impl Default for PierdOptions {
+    fn default() -> Self {
+        Self {
+            config: String::new(),
+            cni_files: vec![("10-pier.conflist".into(), DEFAULT_CONFLIST.into())],
+            socket: None,
+            network: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A CNI bridge network private to one test: its own bridge device, subnet
+/// and IPAM state, no masquerading, removed when the test's pierd stops.
+#[derive(Debug, Clone)]
+pub struct TestNetwork {
+    pub bridge: String,
+    /// The first three octets of the /24 pods get addresses from.
+    pub subnet_prefix: String,
+}
+
+impl TestNetwork {
+    pub fn new() -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        Self {
+            bridge: format!("pt{:x}{n:x}", pid % 0xfffff),
+            subnet_prefix: format!("10.{}.{}", 100 + pid % 100, n % 256),
+        }
+    }
+
+    /// The conflist, with host-local keeping its leases under `state_dir`.
+    pub fn conflist(&self, state_dir: &Path) -> String {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"{bridge}","plugins":[
+              {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+                "ipam":{{"type":"host-local","dataDir":"{dir}","ranges":[[{{"subnet":"{net}.0/24"}}]],
+                         "routes":[{{"dst":"0.0.0.0/0"}}]}}}},
+              {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
+            bridge = self.bridge,
+            dir = state_dir.display(),
+            net = self.subnet_prefix,
+        )
+    }
+}
+
+impl Default for TestNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running pierd. Dropping it stops it (SIGTERM, then SIGKILL) and removes
+/// its temp dir; the log is printed when the test is panicking.
+pub struct Pierd {
+    dir: TempDir,
+    child: Option<Child>,
+    socket: PathBuf,
+    network: Option<TestNetwork>,
+    options: PierdOptions,
+}
+
+impl Pierd {
+    /// Starts a pierd with default options and waits until it answers.
+    pub async fn start() -> Self {
+        Self::start_with(PierdOptions::default()).await
+    }
+
+    pub async fn start_with(options: PierdOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = options
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.path().join("pier.sock"));
+        let child = spawn(dir.path(), &socket, &options);
+        let network = options.network.clone();
+        let mut pierd = Self {
+            dir,
+            child: Some(child),
+            socket,
+            network,
+            options,
+        };
+        pierd.wait_until_serving().await;
+        pierd
+    }
+
+    /// Starts pierd again on the same state, run root and socket, after
+    /// `terminate` or `kill`, and waits until it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "pierd is still running");
+        self.child = Some(spawn(self.dir.path(), &self.socket, &self.options));
+        self.wait_until_serving().await;
+    }
+
+    /// Runs a pierd that is expected to refuse to start; returns its exit
+    /// status and log. It gets its own fresh state and run roots.
+    pub fn run_refused(options: &PierdOptions, socket: &Path) -> (ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = spawn(dir.path(), socket, options);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                let log = std::fs::read_to_string(dir.path().join("pierd.log")).unwrap_or_default();
+                return (status, log);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pierd did not exit although it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut cri) = Cri::connect(&self.socket).await {
+                let version = cri
+                    .runtime
+                    .version(k8s_cri::v1::VersionRequest::default())
+                    .await;
+                if version.is_ok() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("pierd exited with {status} before serving:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pierd not serving after 30s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A connected CRI client.
+    pub async fn cri(&self) -> Cri {
+        Cri::connect(&self.socket).await.expect("connect to pierd")
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn runroot(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn network(&self) -> Option<&TestNetwork> {
+        self.network.as_ref()
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What pierd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pierd.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for pierd to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.stop(Signal::SIGTERM)
+    }
+
+    /// Sends SIGKILL (a crash) and reaps pierd.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.stop(Signal::SIGKILL)
+    }
+
+    fn stop(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("pierd already stopped");
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().expect("wait pierd");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pierd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        if let Some(network) = &self.network {
+            let _ = Command::new("ip")
+                .args(["link", "del", &network.bridge])
+                .output();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- pierd log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Starts the pierd binary with everything pointed into `dir`.
+fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
+    let cni = dir.join("cni");
+    std::fs::create_dir_all(&cni).expect("mkdir cni");
+    match &options.network {
+        Some(network) => {
+            let conflist = network.conflist(&dir.join("cni-state"));
+            std::fs::write(cni.join("10-test.conflist"), conflist).expect("write conflist");
+        }
+        None => {
+            for (name, text) in &options.cni_files {
+                std::fs::write(cni.join(name), text).expect("write conflist");
+            }
+        }
+    }
+    std::fs::create_dir_all(dir.join("pier.d")).expect("mkdir pier.d");
+    std::fs::write(dir.join("pier.toml"), &options.config).expect("write config");
+    let log = std::fs::File::create(dir.join("pierd.log")).expect("create log");
+    Command::new(bins::path("pierd"))
+        .arg("--config")
+        .arg(dir.join("pier.toml"))
+        .arg("--config-dir")
+        .arg(dir.join("pier.d"))
+        .arg("--listen")
+        .arg(socket)
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--cni-config-dir")
+        .arg(&cni)
+        .args(["--log-level", "info,pierd=debug,pier_storage=debug"])
+        .args(&options.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn pierd")
+}
