@@ -1,11 +1,33 @@
 //! pier's storage: the SQLite database that is the source of truth for what
-//! exists (sandboxes, containers, images, layers). Nothing here knows gRPC.
+//! exists (sandboxes, containers, images, layers), and the image store:
+//! pulling from registries, the blob and layer store, safe layer unpacking,
+//! and container root filesystems. Nothing here knows gRPC.
 
 #![deny(unsafe_code)]
 
+mod blobs;
+mod config;
 pub mod db;
+pub mod digest;
+mod error;
+pub mod fsops;
+mod gc;
+mod layers;
+mod manifest;
+mod reference;
+mod registry;
+mod rootfs;
+mod store;
+pub mod unpack;
+mod usage;
 
+pub use config::ImageConfig;
 pub use db::{
     ContainerProgress, ContainerRecord, Database, DbError, ImageRecord, LayerRecord, SandboxRecord,
     migrations::SCHEMA_VERSION,
 };
+pub use error::{ErrorKind, ImageError, PullError};
+pub use manifest::Platform;
+pub use reference::{ImageRef, ImageSpec};
+pub use registry::{Auth, RegistryConfig};
+pub use store::{FsInfo, Image, ImageStore, SharedDatabase, StoreConfig, Usage};

@@ -202,3 +202,59 @@ impl Database {
         Ok(image)
     }
 }
+
+/// Bookkeeping the image store needs beyond single rows.
+impl Database {
+    /// Every recorded layer.
+    pub fn layers(&self) -> Result<Vec<LayerRecord>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT chain_id, diff_id, parent, size FROM layers")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(LayerRecord {
+                chain_id: row.get(0)?,
+                diff_id: row.get(1)?,
+                parent: row.get(2)?,
+                size: row.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes a layer row that no image uses. Returns whether it was removed;
+    /// a layer some image uses stays.
+    pub fn delete_unused_layer(&self, chain_id: &str) -> Result<bool, DbError> {
+        Ok(self.conn.execute(
+            "DELETE FROM layers WHERE chain_id = ?1 AND NOT EXISTS \
+             (SELECT 1 FROM image_layers WHERE chain_id = ?1)",
+            [chain_id],
+        )? > 0)
+    }
+
+    /// Whether some image uses this layer.
+    pub fn layer_in_use(&self, chain_id: &str) -> Result<bool, DbError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM image_layers WHERE chain_id = ?1)",
+            [chain_id],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Ids of the containers created from this image.
+    pub fn containers_using_image(&self, image_id: &str) -> Result<Vec<String>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM containers WHERE image_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([image_id], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether a container with this id exists.
+    pub fn container_exists(&self, id: &str) -> Result<bool, DbError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM containers WHERE id = ?1)",
+            [id],
+            |row| row.get(0),
+        )?)
+    }
+}

@@ -1,0 +1,154 @@
+//! Errors of the image store. Every message names the image (or container)
+//! and the cause, because it ends up verbatim in a CRI error kubelet shows.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::db::DbError;
+
+/// How a caller should classify an error (the daemon maps it to a gRPC code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    FailedPrecondition,
+    ResourceExhausted,
+    DataLoss,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("image {image} not found")]
+    NotFound { image: String },
+    #[error("pull image {image}: {cause}")]
+    Pull { image: String, cause: PullError },
+    #[error("image {image} is in use by container(s) {}", containers.join(", "))]
+    InUse {
+        image: String,
+        containers: Vec<String>,
+    },
+    #[error("rootfs of container {container}: {cause}")]
+    Rootfs { container: String, cause: String },
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("image store task failed: {0}")]
+    Task(String),
+}
+
+/// Why a pull failed; wrapped in [`ImageError::Pull`] with the image name.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("registry {registry} is unreachable: {cause}")]
+    Unreachable { registry: String, cause: String },
+    #[error("registry {registry} refused the credentials (unauthorized)")]
+    Unauthorized { registry: String },
+    #[error("{reference} not found in registry {registry}")]
+    ManifestNotFound { reference: String, registry: String },
+    #[error("no manifest for platform {platform}; the image has {available}")]
+    PlatformNotFound { platform: String, available: String },
+    #[error("unsupported or malformed manifest: {0}")]
+    BadManifest(String),
+    #[error("blob {digest} is corrupt: its content has digest {actual}")]
+    DigestMismatch { digest: String, actual: String },
+    #[error("blob {digest} is truncated or too long: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "layer {digest} is corrupt: its content has diff id {actual}, the config says {expected}"
+    )]
+    DiffIdMismatch {
+        digest: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("layer {digest} unpacks to more than {limit} bytes (limit max_unpacked_bytes)")]
+    TooLarge { digest: String, limit: u64 },
+    #[error("layer {digest} has an unsafe entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        digest: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("layer {digest} is malformed: {cause}")]
+    BadLayer { digest: String, cause: String },
+    #[error("disk full writing {}", path.display())]
+    DiskFull { path: PathBuf },
+    #[error("registry {registry}: {cause}")]
+    Registry { registry: String, cause: String },
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl PullError {
+    /// Classifies a local write error, recognising a full disk.
+    pub fn io(context: &'static str, path: PathBuf, source: io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.raw_os_error() == Some(libc::EDQUOT)
+        {
+            Self::DiskFull { path }
+        } else {
+            Self::Io {
+                context,
+                path,
+                source,
+            }
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unreachable { .. } => ErrorKind::Unavailable,
+            Self::Unauthorized { .. } => ErrorKind::Unauthenticated,
+            Self::ManifestNotFound { .. } | Self::PlatformNotFound { .. } => ErrorKind::NotFound,
+            Self::BadManifest(_)
+            | Self::DigestMismatch { .. }
+            | Self::SizeMismatch { .. }
+            | Self::DiffIdMismatch { .. }
+            | Self::UnsafeEntry { .. }
+            | Self::BadLayer { .. } => ErrorKind::DataLoss,
+            Self::TooLarge { .. } | Self::DiskFull { .. } => ErrorKind::ResourceExhausted,
+            Self::Registry { .. } => ErrorKind::Unavailable,
+            Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+impl ImageError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidReference { .. } => ErrorKind::InvalidArgument,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::Pull { cause, .. } => cause.kind(),
+            Self::InUse { .. } => ErrorKind::FailedPrecondition,
+            Self::Rootfs { .. } | Self::Io { .. } | Self::Db(_) | Self::Task(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}

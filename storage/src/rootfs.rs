@@ -1,0 +1,190 @@
+//! Container root filesystems: an overlayfs of the image's layers (read-only,
+//! shared) with `containers/<id>/upper` as the container's writable layer,
+//! mounted on `containers/<id>/merged`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::error::ImageError;
+
+/// Longest mount option string the kernel accepts (one page).
+const MAX_MOUNT_DATA: usize = 4095;
+
+pub fn containers_dir(root: &Path) -> PathBuf {
+    root.join("containers")
+}
+
+fn rootfs_err(id: &str, cause: impl Into<String>) -> ImageError {
+    ImageError::Rootfs {
+        container: id.to_owned(),
+        cause: cause.into(),
+    }
+}
+
+/// A container id becomes a directory name: nothing that could climb out.
+fn container_dir(root: &Path, id: &str) -> Result<PathBuf, ImageError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err(rootfs_err(id, "invalid container id for a directory name"));
+    }
+    Ok(containers_dir(root).join(id))
+}
+
+/// Mount points (decoded) currently in this mount namespace.
+fn mount_points() -> io::Result<Vec<PathBuf>> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .collect())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|o| std::str::from_utf8(o).ok())
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        if bytes[i] == b'\\'
+            && let Some(v) = octal
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_mounted(path: &Path) -> io::Result<bool> {
+    Ok(mount_points()?.iter().any(|p| p == path))
+}
+
+/// Mounts the rootfs of container `id` over `lower` (bottom layer first).
+pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageError> {
+    let dir = container_dir(root, id)?;
+    let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+    for d in [&upper, &work, &merged] {
+        fs::create_dir_all(d).map_err(|e| ImageError::io("create", d, e))?;
+    }
+    if is_mounted(&merged).map_err(|e| ImageError::io("read mounts for", &merged, e))? {
+        return Ok(merged);
+    }
+    let mut lower: Vec<PathBuf> = lower.iter().rev().cloned().collect();
+    if lower.is_empty() {
+        // overlayfs needs a lower layer; an image without layers gets an empty one.
+        let empty = dir.join("empty");
+        fs::create_dir_all(&empty).map_err(|e| ImageError::io("create", &empty, e))?;
+        lower.push(empty);
+    }
+    for path in lower.iter().chain([&upper, &work]) {
+        let s = path.to_string_lossy();
+        if s.contains([',', ':']) || !path.is_dir() {
+            return Err(rootfs_err(
+                id,
+                format!("layer dir {s} is missing or unusable in a mount"),
+            ));
+        }
+    }
+    let lowerdir: Vec<String> = lower
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if data.len() > MAX_MOUNT_DATA {
+        return Err(rootfs_err(
+            id,
+            format!(
+                "{} layers make overlay options longer than the kernel accepts",
+                lower.len()
+            ),
+        ));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| rootfs_err(id, format!("mount overlay on {}: {e}", merged.display())))?;
+    tracing::debug!(container = id, layers = lower.len(), "rootfs mounted");
+    Ok(merged)
+}
+
+/// Unmounts the rootfs of container `id` (every mount stacked there).
+pub fn unmount(root: &Path, id: &str) -> Result<(), ImageError> {
+    let merged = container_dir(root, id)?.join("merged");
+    unmount_path(&merged).map_err(|e| rootfs_err(id, format!("unmount {}: {e}", merged.display())))
+}
+
+fn unmount_path(path: &Path) -> io::Result<()> {
+    for _ in 0..16 {
+        if !is_mounted(path)? {
+            return Ok(());
+        }
+        // Detach: a process still holding a file open must not make the
+        // removal of a container fail; the kernel finishes when it closes.
+        nix::mount::umount2(path, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+    }
+    Err(io::Error::other("still mounted after 16 unmounts"))
+}
+
+/// Unmounts and deletes everything of container `id`.
+pub fn remove(root: &Path, id: &str) -> Result<(), ImageError> {
+    let dir = container_dir(root, id)?;
+    unmount(root, id)?;
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ImageError::io("remove", dir, e)),
+    }
+}
+
+/// Unmounts and deletes the rootfs of every container `exists` denies.
+pub fn cleanup(root: &Path, exists: impl Fn(&str) -> bool) -> Result<(), ImageError> {
+    let dir = containers_dir(root);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if exists(&id) {
+            continue;
+        }
+        tracing::info!(container = %id, "removing rootfs of a container that no longer exists");
+        if let Err(e) = remove(root, &id) {
+            tracing::warn!(container = %id, error = %e, "cannot remove leftover rootfs");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(super::unescape(r"/a\040b/c"), "/a b/c");
+        assert_eq!(super::unescape(r"/plain"), "/plain");
+    }
+}
