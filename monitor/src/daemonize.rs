@@ -63,21 +63,37 @@ pub fn detach() -> Result<(), DaemonizeError> {
 }
 
 /// Signals the monitor handles through its signalfd instead of their
-/// default action. SIGHUP (the daemon's session going away) and SIGPIPE
-/// (an attacher or the daemon closing a pipe) are blocked rather than
-/// ignored: an ignored disposition would be inherited by runc and the
-/// container, a blocked mask is reset by the spawn of runc.
+/// default action: SIGCHLD, and SIGHUP (the daemon's session going away),
+/// blocked rather than ignored because an ignored disposition would be
+/// inherited by runc and the container, while std resets the mask when it
+/// spawns runc. SIGPIPE is left alone: std already ignores it in the
+/// monitor and restores the default for runc; blocking it here leaks into
+/// the container (seen with runc 1.1: a `yes | head` never ended).
 pub fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGHUP);
-    set.add(Signal::SIGPIPE);
     set
+}
+
+/// Ignored dispositions survive exec, so whatever the daemon's own
+/// environment ignores (a shell's SIGQUIT, say) would reach runc and the
+/// container. Start every standard signal at its default; SIGPIPE stays as
+/// std set it (ignored here, reset by std in every child it spawns).
+fn reset_ignored_signals() {
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGPIPE) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code of ours.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+    }
 }
 
 /// Subreaper + blocked signals; called in the grandchild.
 pub fn become_monitor() -> Result<(), DaemonizeError> {
     crate::sys::set_child_subreaper().map_err(DaemonizeError::Subreaper)?;
+    reset_ignored_signals();
     signal_set()
         .thread_block()
         .map_err(DaemonizeError::Signals)?;

@@ -362,3 +362,29 @@ fn log_dir_that_cannot_be_created_is_reported() {
     let err = c.sync_error().expect("an error");
     assert!(err.contains("log file"), "{err}");
 }
+
+#[test]
+fn container_starts_with_default_signal_state() {
+    // Nothing the monitor blocks or ignores may leak into the container:
+    // a blocked SIGPIPE once kept `yes | head` spinning forever.
+    let mut o = Opts::sh("");
+    o.args = ["/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+        .map(String::from)
+        .to_vec();
+    let c = Container::create("sigs", o);
+    c.start();
+    assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 0);
+    let text = String::from_utf8_lossy(&reassemble(&parse_log(&c.log()), "stdout")).into_owned();
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    // What the monitor itself ignores or blocks must not be ignored in the
+    // container. Other bits depend on the test runner's own environment
+    // and on the runtime.
+    let ign = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .unwrap_or("");
+    let ign = u64::from_str_radix(ign.trim(), 16).unwrap_or(u64::MAX);
+    for sig in [libc::SIGPIPE, libc::SIGHUP, libc::SIGCHLD] {
+        assert_eq!(ign & (1 << (sig - 1)), 0, "signal {sig} ignored: {text}");
+    }
+}

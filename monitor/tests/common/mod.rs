@@ -197,7 +197,15 @@ impl Container {
             c
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
-        let (sw, gr) = (sync_w.as_raw_fd(), gate_r.as_raw_fd());
+        // Move both ends above the target numbers first, so that dup2 onto 8
+        // cannot clobber the other one sitting at 8 or 9.
+        let high = |fd: &OwnedFd| {
+            // SAFETY: F_DUPFD_CLOEXEC returns a new fd, closed after spawn.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) }
+        };
+        let (sync_w, gate_r) = (OwnedFd::from(sync_w), OwnedFd::from(gate_r));
+        let (sw, gr) = (high(&sync_w), high(&gate_r));
+        assert!(sw >= 100 && gr >= 100);
         // SAFETY: only async-signal-safe dup2 between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -210,6 +218,11 @@ impl Container {
         let mut child = cmd.spawn().expect("spawn monitor");
         drop(sync_w);
         drop(gate_r);
+        // SAFETY: closing the two high copies made above, owned by nobody.
+        unsafe {
+            libc::close(sw);
+            libc::close(gr);
+        }
         // The "daemon" would move the monitor into its own cgroup here.
         File::from(OwnedFd::from(gate_w))
             .write_all(b"x")
