@@ -1,0 +1,316 @@
+//! The CRI log file: `<timestamp> <stdout|stderr> <F|P> <content>\n`.
+//!
+//! One timestamp per read(2). Each complete line becomes an `F` record; a
+//! line longer than `max_line` becomes `P` pieces then an `F`; bytes of a
+//! read that end without a newline become a `P` record at once (so output
+//! left unterminated when the container exits is already in the log as `P`,
+//! which is what kubelet's reader expects). Records are batched in one
+//! buffer and written with few write(2) calls; never fsync'd on the hot path.
+//!
+//! Maximum file size (off by default): when a write takes the file past the
+//! limit, the newest half of the limit is kept, starting at the first record
+//! boundary, by copying it to a temp file renamed over the log. Readers
+//! that reopen by path see the newest records; nothing is truncated to zero.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys::memchr;
+use crate::timestamp;
+
+/// Records are written once this much is batched.
+const FLUSH_AT: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn tag(self) -> &'static [u8] {
+        match self {
+            Stream::Stdout => b"stdout",
+            Stream::Stderr => b"stderr",
+        }
+    }
+}
+
+pub struct CriLog {
+    path: PathBuf,
+    file: Option<File>,
+    out: Vec<u8>,
+    max_line: usize,
+    max_size: u64,
+    size: u64,
+    dropped: u64,
+    failing: bool,
+}
+
+impl CriLog {
+    /// Open (create, append) the log at `path`, creating its directory.
+    pub fn open(path: &Path, max_line: usize, max_size: u64) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Some(file),
+            out: Vec::new(),
+            max_line: max_line.max(1),
+            max_size,
+            size,
+            dropped: 0,
+            failing: false,
+        })
+    }
+
+    /// Bytes that could not be written (disk full, I/O error).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Append the records for one read's worth of `data` from `stream`,
+    /// stamped `ts_ns`.
+    pub fn push(&mut self, stream: Stream, data: &[u8], ts_ns: i64) {
+        if data.is_empty() {
+            return;
+        }
+        let ts = timestamp::format(ts_ns);
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (line, complete, next) = match memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], true, &rest[i + 1..]),
+                None => (rest, false, &rest[rest.len()..]),
+            };
+            let mut piece = line;
+            while piece.len() > self.max_line {
+                let (head, tail) = piece.split_at(self.max_line);
+                self.record(&ts, stream, b'P', head);
+                piece = tail;
+            }
+            // An empty remainder after full-size pieces still ends the line.
+            if complete {
+                self.record(&ts, stream, b'F', piece);
+            } else if !piece.is_empty() {
+                self.record(&ts, stream, b'P', piece);
+            }
+            rest = next;
+        }
+    }
+
+    fn record(&mut self, ts: &[u8; timestamp::LEN], stream: Stream, kind: u8, content: &[u8]) {
+        let need = timestamp::LEN + 10 + content.len();
+        if self.out.len() + need > FLUSH_AT && !self.out.is_empty() {
+            self.flush();
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve(FLUSH_AT.max(need));
+        }
+        self.out.extend_from_slice(ts);
+        self.out.push(b' ');
+        self.out.extend_from_slice(stream.tag());
+        self.out.extend_from_slice(&[b' ', kind, b' ']);
+        self.out.extend_from_slice(content);
+        self.out.push(b'\n');
+    }
+
+    /// Write everything batched. On failure the batch is dropped and
+    /// counted: a full disk must not stop the container or the monitor.
+    pub fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let res = match self.file.as_mut() {
+            Some(f) => f.write_all(&self.out),
+            None => Err(io::Error::other("log file is not open")),
+        };
+        match res {
+            Ok(()) => {
+                self.size += self.out.len() as u64;
+                if self.failing {
+                    self.failing = false;
+                    crate::diag!("log {}: writes succeed again", self.path.display());
+                }
+            }
+            Err(e) => {
+                // A partial write may have left half a record; the next
+                // record starts on a fresh line so the reader resyncs.
+                self.dropped += self.out.len() as u64;
+                if !self.failing {
+                    self.failing = true;
+                    crate::diag!(
+                        "log {}: write failed, dropping output: {e}",
+                        self.path.display()
+                    );
+                }
+            }
+        }
+        self.out.clear();
+        if self.max_size > 0
+            && self.size > self.max_size
+            && let Err(e) = self.keep_newest()
+        {
+            crate::diag!(
+                "log {}: cannot trim to the size limit: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    /// Give the batch buffer back to the kernel while idle.
+    pub fn release_buffers(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Reopen the log by path (after kubelet renamed it). Records already
+    /// batched go to the old file first, so nothing is lost or repeated.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.flush();
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = open_append(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = Some(file);
+        self.failing = false;
+        Ok(())
+    }
+
+    /// Flush and fsync once, at exit.
+    pub fn finish(&mut self) {
+        self.flush();
+        if let Some(f) = &self.file
+            && let Err(e) = f.sync_data()
+        {
+            crate::diag!("log {}: fsync at exit: {e}", self.path.display());
+        }
+    }
+
+    /// Replace the file with its newest `max_size / 2` bytes, cut at a
+    /// record boundary.
+    fn keep_newest(&mut self) -> io::Result<()> {
+        let Some(file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        let len = file.metadata()?.len();
+        let keep = self.max_size / 2;
+        let mut start = len.saturating_sub(keep);
+        if start > 0 {
+            // Find the end of the record the cut falls in.
+            let mut probe = vec![0u8; (self.max_line + 64).min(64 * 1024)];
+            let n = file.read_at(&mut probe, start - 1)?;
+            match memchr(b'\n', &probe[..n]) {
+                Some(i) => start += i as u64,
+                None => start = len,
+            }
+        }
+        let tmp = self.path.with_extension("pier-trim");
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut src = File::open(&self.path)?;
+        src.seek(SeekFrom::Start(start))?;
+        let copied = io::copy(&mut Read::by_ref(&mut src).take(len - start), &mut dst)?;
+        drop(dst);
+        fs::rename(&tmp, &self.path)?;
+        self.file = Some(open_append(&self.path)?);
+        self.size = copied;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(max_line: usize, max_size: u64) -> (tempfile::TempDir, CriLog) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = CriLog::open(&dir.path().join("sub/c.log"), max_line, max_size)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, log)
+    }
+
+    fn contents(log: &CriLog) -> String {
+        String::from_utf8_lossy(&fs::read(&log.path).unwrap_or_default()).into_owned()
+    }
+
+    const TS: &str = "1970-01-01T00:00:00.000000005Z";
+
+    #[test]
+    fn splits_lines_into_f_and_p_records() {
+        let (_d, mut log) = log_with(4, 0);
+        log.push(Stream::Stdout, b"ab\n\nabcdefghij\nabcd\nxy", 5);
+        log.push(Stream::Stderr, b"z\n", 5);
+        log.flush();
+        let want = [
+            "stdout F ab",
+            "stdout F ",
+            "stdout P abcd",
+            "stdout P efgh",
+            "stdout F ij",
+            "stdout F abcd",
+            "stdout P xy",
+            "stderr F z",
+        ]
+        .iter()
+        .map(|r| format!("{TS} {r}\n"))
+        .collect::<String>();
+        assert_eq!(contents(&log), want);
+    }
+
+    #[test]
+    fn passes_invalid_utf8_through_unchanged() {
+        let (_d, mut log) = log_with(100, 0);
+        log.push(Stream::Stdout, b"\xff\xfe\x00ok\n", 5);
+        log.flush();
+        let raw = fs::read(&log.path).unwrap_or_default();
+        assert!(raw.ends_with(b"stdout F \xff\xfe\x00ok\n"));
+    }
+
+    #[test]
+    fn reopen_after_rename_loses_and_repeats_nothing() {
+        let (d, mut log) = log_with(100, 0);
+        log.push(Stream::Stdout, b"one\n", 5);
+        log.flush();
+        let rotated = d.path().join("sub/c.log.1");
+        fs::rename(&log.path, &rotated).unwrap_or_else(|e| panic!("{e}"));
+        log.push(Stream::Stdout, b"two\n", 5);
+        log.reopen().unwrap_or_else(|e| panic!("{e}"));
+        log.push(Stream::Stdout, b"three\n", 5);
+        log.flush();
+        let old = fs::read_to_string(&rotated).unwrap_or_default();
+        assert_eq!(old, format!("{TS} stdout F one\n{TS} stdout F two\n"));
+        assert_eq!(contents(&log), format!("{TS} stdout F three\n"));
+    }
+
+    #[test]
+    fn size_limit_keeps_the_newest_whole_records() {
+        let (_d, mut log) = log_with(100, 400);
+        for i in 0..40 {
+            log.push(Stream::Stdout, format!("line {i:03}\n").as_bytes(), 5);
+            log.flush();
+        }
+        let text = contents(&log);
+        assert!(text.len() as u64 <= 400, "{}", text.len());
+        assert!(text.ends_with(&format!("{TS} stdout F line 039\n")));
+        // Starts on a record boundary.
+        assert!(text.starts_with(TS), "{text}");
+    }
+}

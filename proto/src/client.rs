@@ -1,0 +1,117 @@
+//! A blocking client for the monitor's control socket, for the daemon's
+//! blocking threads (`spawn_blocking`). One `Client` is one connection; it can
+//! carry any number of requests, or be turned into an attach stream.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::framing::{FramingError, RESPONSE_MAX, read_message, write_message};
+use crate::monitor::{
+    self, ControlRequest, ControlResponse, ExecResult, Status, control_request::Request,
+    control_response::Response,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect to {path}: {source}")]
+    Connect { path: String, source: io::Error },
+    #[error("control socket: {0}")]
+    Framing(#[from] FramingError),
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("monitor refused the request: {0}")]
+    Refused(String),
+    #[error("monitor sent an unexpected response: {0:?}")]
+    Unexpected(Option<Response>),
+}
+
+pub struct Client {
+    stream: UnixStream,
+}
+
+impl Client {
+    /// Connect to `<runtime dir>/monitor.sock` (pass the socket path). A
+    /// refused connection means the monitor is gone: read the exit file.
+    pub fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
+        Ok(Self { stream })
+    }
+
+    /// Bound every read/write on this connection (None: block forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(t)?;
+        self.stream.set_write_timeout(t)
+    }
+
+    fn call(&mut self, req: Request) -> Result<Response, ClientError> {
+        write_message(&mut self.stream, &ControlRequest { request: Some(req) })?;
+        let resp: ControlResponse = read_message(&mut self.stream, RESPONSE_MAX)?;
+        match resp.response {
+            Some(Response::Error(e)) => Err(ClientError::Refused(e)),
+            Some(r) => Ok(r),
+            None => Err(ClientError::Unexpected(None)),
+        }
+    }
+
+    fn expect_ok(&mut self, req: Request) -> Result<(), ClientError> {
+        match self.call(req)? {
+            Response::Ok(_) => Ok(()),
+            other => Err(ClientError::Unexpected(Some(other))),
+        }
+    }
+
+    pub fn status(&mut self) -> Result<Status, ClientError> {
+        match self.call(Request::Status(monitor::StatusRequest {}))? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(Some(other))),
+        }
+    }
+
+    pub fn resize(&mut self, rows: u32, cols: u32) -> Result<(), ClientError> {
+        self.expect_ok(Request::Resize(monitor::Resize { rows, cols }))
+    }
+
+    pub fn reopen_log(&mut self) -> Result<(), ClientError> {
+        self.expect_ok(Request::ReopenLog(monitor::ReopenLog {}))
+    }
+
+    /// Run `argv` in the container; blocks until it exits or times out
+    /// (`timeout` zero: no timeout).
+    pub fn exec(
+        &mut self,
+        argv: Vec<String>,
+        env: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecResult, ClientError> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        match self.call(Request::Exec(monitor::Exec {
+            argv,
+            timeout_ms,
+            env,
+        }))? {
+            Response::Exec(r) => Ok(r),
+            other => Err(ClientError::Unexpected(Some(other))),
+        }
+    }
+
+    /// Switch this connection to attach frames (see [`crate::attach`]); the
+    /// returned stream reads STDOUT/STDERR/EXIT frames and takes STDIN frames.
+    pub fn attach(
+        mut self,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<UnixStream, ClientError> {
+        self.expect_ok(Request::Attach(monitor::Attach {
+            stdin,
+            stdout,
+            stderr,
+        }))?;
+        Ok(self.stream)
+    }
+}
