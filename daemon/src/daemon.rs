@@ -1,28 +1,33 @@
 //! The daemon's shared state, handed to every service.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use pier_storage::{Database, DbError, SandboxRecord};
+use pier_storage::{ContainerRecord, Database, DbError, ImageStore, SandboxRecord, SharedDatabase};
 
 use crate::config::Config;
+use crate::container::exits::ExitWatch;
 use crate::error::Error;
 use crate::locks::KeyedLocks;
 
 /// What every CRI request can reach.
-#[derive(Debug)]
 pub struct Daemon {
     pub config: Config,
     /// Serialises calls on one sandbox or container.
     pub locks: KeyedLocks,
-    db: Arc<Mutex<Database>>,
+    pub images: ImageStore,
+    /// Container exits as the monitors report them.
+    pub exits: ExitWatch,
+    db: SharedDatabase,
 }
 
 impl Daemon {
-    pub fn new(config: Config, db: Database) -> Self {
+    pub fn new(config: Config, db: SharedDatabase, images: ImageStore) -> Self {
         Self {
             config,
             locks: KeyedLocks::default(),
-            db: Arc::new(Mutex::new(db)),
+            images,
+            exits: ExitWatch::default(),
+            db,
         }
     }
 
@@ -55,6 +60,21 @@ impl Daemon {
             let found =
                 crate::ids::resolve(&wanted, all.iter().map(|s| s.id.as_str())).map(str::to_owned);
             Ok(found.and_then(|id| all.into_iter().find(|s| s.id == id)))
+        })
+        .await
+    }
+
+    /// The container with this id or unique id prefix.
+    pub async fn find_container(&self, id: &str) -> Result<Option<ContainerRecord>, Error> {
+        let wanted = id.to_owned();
+        self.db(move |db| {
+            if let Some(exact) = db.container(&wanted)? {
+                return Ok(Some(exact));
+            }
+            let all = db.containers()?;
+            let found =
+                crate::ids::resolve(&wanted, all.iter().map(|c| c.id.as_str())).map(str::to_owned);
+            Ok(found.and_then(|id| all.into_iter().find(|c| c.id == id)))
         })
         .await
     }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use pier_storage::DbError;
+use pier_storage::{DbError, ErrorKind};
 use tonic::Status;
 
 use crate::network::cni::CniError;
@@ -20,6 +20,14 @@ pub enum Error {
     NotFound { kind: &'static str, id: String },
     #[error("{what}: {reason}")]
     Setup { what: String, reason: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{command} failed: {message}")]
+    Runtime { command: String, message: String },
+    #[error(transparent)]
+    Image(#[from] pier_storage::ImageError),
+    #[error("start container monitor: {0}")]
+    Launch(#[from] crate::container::launch::LaunchError),
     #[error("pod network: {0}")]
     Cni(#[from] CniError),
     #[error("pod network not ready: {0}")]
@@ -39,13 +47,28 @@ impl From<Error> for Status {
             Error::NotFound { .. } | Error::Db(DbError::NotFound { .. }) => {
                 Status::not_found(message)
             }
-            Error::NetworkNotReady(_) => Status::failed_precondition(message),
+            Error::NetworkNotReady(_) | Error::FailedPrecondition(_) => {
+                Status::failed_precondition(message)
+            }
+            Error::Image(e) => match e.kind() {
+                ErrorKind::InvalidArgument => Status::invalid_argument(message),
+                ErrorKind::NotFound => Status::not_found(message),
+                ErrorKind::Unauthenticated => Status::unauthenticated(message),
+                ErrorKind::Unavailable => Status::unavailable(message),
+                ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+                ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
+                ErrorKind::DataLoss => Status::data_loss(message),
+                ErrorKind::Internal => Status::internal(message),
+            },
             Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => {
                 Status::already_exists(message)
             }
-            Error::Setup { .. } | Error::Cni(_) | Error::Db(_) | Error::Task(_) => {
-                Status::internal(message)
-            }
+            Error::Setup { .. }
+            | Error::Runtime { .. }
+            | Error::Launch(_)
+            | Error::Cni(_)
+            | Error::Db(_)
+            | Error::Task(_) => Status::internal(message),
         };
         // Logged inside the request's span, so the method and ids come along.
         match status.code() {
@@ -75,6 +98,8 @@ pub enum StartError {
     Listen { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("open image store: {0}")]
+    Images(#[from] pier_storage::ImageError),
     #[error("serve CRI: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("install signal handler: {0}")]

@@ -102,7 +102,7 @@ impl Pierd {
     }
 
     pub async fn start_with(options: PierdOptions) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = short_tempdir();
         let socket = options
             .socket
             .clone()
@@ -131,7 +131,7 @@ impl Pierd {
     /// Runs a pierd that is expected to refuse to start; returns its exit
     /// status and log. It gets its own fresh state and run roots.
     pub fn run_refused(options: &PierdOptions, socket: &Path) -> (ExitStatus, String) {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = short_tempdir();
         let mut child = spawn(dir.path(), socket, options);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -240,6 +240,16 @@ impl Drop for Pierd {
             eprintln!("---- pierd log ----\n{}", self.log());
         }
     }
+}
+
+/// A temp dir with a short path: monitor control sockets live at
+/// `<runroot>/containers/<64-hex id>/monitor.sock`, and a Unix socket path
+/// must fit in 108 bytes.
+fn short_tempdir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("p")
+        .tempdir_in("/tmp")
+        .expect("tempdir")
 }
 
 /// Starts the pierd binary with everything pointed into `dir`.

@@ -1,5 +1,72 @@
-//! Containers: OCI spec generation now; lifecycle lands with the monitor and
-//! image store (issues 3, 4 and 5).
+//! Containers: OCI spec, monitor launch, lifecycle, exits and views.
 
+mod create;
+pub mod exits;
 pub mod launch;
+mod lifecycle;
+mod runc;
 pub mod spec;
+mod view;
+
+use std::path::PathBuf;
+
+use k8s_cri::v1::ContainerConfig;
+use pier_storage::ContainerRecord;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+pub use create::create;
+pub use lifecycle::{exec_sync, reconcile, remove, reopen_log, start, stop, stop_all_in_sandbox};
+pub use view::{list, status};
+
+/// Container states as stored. `creating` marks a row whose setup has not
+/// finished; a crash leaves it for the next start to clean up.
+pub const CREATING: &str = "creating";
+pub const CREATED: &str = "created";
+pub const RUNNING: &str = "running";
+pub const EXITED: &str = "exited";
+
+/// What pierd set up for a container, stored as JSON in its row.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerRuntime {
+    /// Holds config.json; under the container's state dir.
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// `<runroot>/containers/<id>`: monitor socket, pid files, exit file.
+    pub runtime_dir: PathBuf,
+    /// Where the monitor writes its exit file (tmpfs first, then durable).
+    pub exit_dirs: Vec<PathBuf>,
+    pub log_path: PathBuf,
+    /// The OCI runtime binary and its `--root`.
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    /// The image as the request named it, and the stop signal from its config.
+    pub image_ref: String,
+    pub stop_signal: String,
+    pub pid: i32,
+    pub start_time: u64,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+}
+
+impl ContainerRuntime {
+    pub fn from_record(record: &ContainerRecord) -> Self {
+        serde_json::from_slice(&record.runtime).unwrap_or_else(|e| {
+            tracing::warn!(container_id = %record.id, error = %e, "unreadable container runtime state");
+            Self::default()
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join(pier_proto::CONTROL_SOCKET)
+    }
+}
+
+/// The container's CRI config as stored in its row.
+pub fn config_of(record: &ContainerRecord) -> ContainerConfig {
+    ContainerConfig::decode(record.config.as_slice()).unwrap_or_default()
+}

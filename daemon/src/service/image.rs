@@ -9,8 +9,15 @@ use tonic::{Request, Response, Status};
 use super::unimplemented;
 use crate::daemon::Daemon;
 
+/// The image store's settings from pierd's configuration.
+pub fn image_store_config(config: &crate::config::Config) -> pier_storage::StoreConfig {
+    let mut store = pier_storage::StoreConfig::new(&config.root);
+    store.registry.mirrors = config.registry.mirrors.clone();
+    store.registry.insecure = config.registry.insecure.clone();
+    store
+}
+
 pub struct ImageService {
-    #[allow(dead_code)] // used once the image RPCs land (issue 4)
     daemon: Arc<Daemon>,
 }
 
@@ -38,9 +45,22 @@ impl image_service_server::ImageService for ImageService {
 
     async fn pull_image(
         &self,
-        _request: Request<PullImageRequest>,
+        request: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
-        unimplemented("PullImage")
+        let image = request
+            .into_inner()
+            .image
+            .map(|i| i.image)
+            .unwrap_or_default();
+        let pulled = self
+            .daemon
+            .images
+            .pull(&image, &pier_storage::Auth::default())
+            .await
+            .map_err(crate::error::Error::from)?;
+        Ok(Response::new(PullImageResponse {
+            image_ref: pulled.id,
+        }))
     }
 
     async fn remove_image(

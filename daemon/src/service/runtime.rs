@@ -9,6 +9,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::unimplemented;
+use crate::config::CgroupManager;
+use crate::container;
 use crate::daemon::Daemon;
 use crate::sandbox;
 use crate::status;
@@ -138,44 +140,56 @@ impl runtime_service_server::RuntimeService for RuntimeService {
 
     async fn create_container(
         &self,
-        _request: Request<CreateContainerRequest>,
+        request: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
-        unimplemented("CreateContainer")
+        let container_id = container::create(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(CreateContainerResponse { container_id }))
     }
 
     async fn start_container(
         &self,
-        _request: Request<StartContainerRequest>,
+        request: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
-        unimplemented("StartContainer")
+        container::start(&self.daemon, &request.get_ref().container_id).await?;
+        Ok(Response::new(StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _request: Request<StopContainerRequest>,
+        request: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
-        unimplemented("StopContainer")
+        let request = request.into_inner();
+        container::stop(&self.daemon, &request.container_id, request.timeout).await?;
+        Ok(Response::new(StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _request: Request<RemoveContainerRequest>,
+        request: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
-        unimplemented("RemoveContainer")
+        container::remove(&self.daemon, &request.get_ref().container_id).await?;
+        Ok(Response::new(RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _request: Request<ListContainersRequest>,
+        request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
-        unimplemented("ListContainers")
+        let containers = container::list(&self.daemon, request.into_inner().filter).await?;
+        Ok(Response::new(ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _request: Request<ContainerStatusRequest>,
+        request: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        unimplemented("ContainerStatus")
+        let request = request.into_inner();
+        let (status, info) =
+            container::status(&self.daemon, &request.container_id, request.verbose).await?;
+        Ok(Response::new(ContainerStatusResponse {
+            status: Some(status),
+            info,
+        }))
     }
 
     async fn update_container_resources(
@@ -187,16 +201,29 @@ impl runtime_service_server::RuntimeService for RuntimeService {
 
     async fn reopen_container_log(
         &self,
-        _request: Request<ReopenContainerLogRequest>,
+        request: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog")
+        container::reopen_log(&self.daemon, &request.get_ref().container_id).await?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<ExecSyncRequest>,
+        request: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        unimplemented("ExecSync")
+        let request = request.into_inner();
+        let result = container::exec_sync(
+            &self.daemon,
+            &request.container_id,
+            request.cmd,
+            request.timeout,
+        )
+        .await?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: result.stdout,
+            stderr: result.stderr,
+            exit_code: result.exit_code,
+        }))
     }
 
     async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
@@ -247,9 +274,11 @@ impl runtime_service_server::RuntimeService for RuntimeService {
 
     async fn update_runtime_config(
         &self,
-        _request: Request<UpdateRuntimeConfigRequest>,
+        request: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        unimplemented("UpdateRuntimeConfig")
+        // The pod CIDR kubelet sends is the CNI configuration's business.
+        let _ = request;
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(
@@ -275,8 +304,17 @@ impl runtime_service_server::RuntimeService for RuntimeService {
 
     async fn runtime_config(
         &self,
-        _request: Request<RuntimeConfigRequest>,
+        request: Request<RuntimeConfigRequest>,
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
-        unimplemented("RuntimeConfig")
+        let driver = match self.daemon.config.runtime.cgroup_manager {
+            CgroupManager::Cgroupfs => CgroupDriver::Cgroupfs,
+            CgroupManager::Systemd => CgroupDriver::Systemd,
+        };
+        let _ = request;
+        Ok(Response::new(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
     }
 }

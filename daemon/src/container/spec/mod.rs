@@ -20,15 +20,8 @@ pub use resources::{cgroups_path, oom_score_adj};
 
 use crate::sandbox::SandboxRuntime;
 
-/// What the image's config says about running it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub user: String,
-    pub working_dir: String,
-}
+/// What the image's config says about running it (from the image store).
+pub use pier_storage::ImageConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

@@ -16,6 +16,7 @@ fn image() -> ImageConfig {
         ],
         user: String::new(),
         working_dir: "/srv".into(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,176 @@
+//! Noticing container exits without polling: a pidfd on each container's
+//! monitor becomes readable when the monitor exits, which it does only after
+//! the exit file is on disk. One small task per running container, woken
+//! once, so the cost does not grow with a polling interval.
+
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use pier_proto::exit_file::{self, ExitStatus};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use super::{ContainerRuntime, EXITED};
+use crate::daemon::Daemon;
+use pier_storage::db::ContainerProgress;
+
+/// Exit statuses, published as the monitors report them, for StopContainer
+/// to wait on.
+#[derive(Debug, Default)]
+pub struct ExitWatch {
+    channels: Mutex<HashMap<String, watch::Sender<Option<ExitStatus>>>>,
+}
+
+impl ExitWatch {
+    fn sender(&self, id: &str) -> watch::Sender<Option<ExitStatus>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(id.to_owned())
+            .or_insert_with(|| watch::channel(None).0)
+            .clone()
+    }
+
+    /// Resolves to the container's exit status once it is known.
+    pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<ExitStatus>> {
+        self.sender(id).subscribe()
+    }
+
+    fn publish(&self, id: &str, status: ExitStatus) {
+        self.sender(id).send_replace(Some(status));
+    }
+
+    /// Drops the channel of a removed container.
+    pub fn forget(&self, id: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+/// Start time (clock ticks since boot, field 22 of /proc/<pid>/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: count from the last ')'.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// A pidfd for the process (pid, start time), or `None` if that process is gone.
+fn pidfd(pid: i32, started: u64) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The pid may have been recycled before the pidfd was opened: only the
+    // start time proves it is still our monitor.
+    (start_time(pid) == Some(started)).then_some(fd)
+}
+
+/// Watches the container's monitor and records the exit when it comes.
+pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
+    tokio::spawn(async move {
+        if let Some(fd) = pidfd(runtime.monitor_pid, runtime.monitor_start_time) {
+            // SAFETY: the AsyncFd takes ownership of the OwnedFd, which stays
+            // open and unchanged until the AsyncFd is dropped.
+            match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+                Ok(fd) => {
+                    let _ = fd.readable().await;
+                }
+                Err(e) => tracing::warn!(container_id = %id, error = %e, "cannot watch monitor"),
+            }
+        }
+        if let Err(e) = record_exit(&daemon, &id, &runtime).await {
+            tracing::error!(container_id = %id, error = %e, "recording container exit failed");
+        }
+    });
+}
+
+/// Reads the monitor's exit file (tmpfs copy first, then the durable one)
+/// and stores the exit. A monitor that died without writing one is recorded
+/// as such, never with a guessed code.
+pub async fn record_exit(
+    daemon: &Daemon,
+    id: &str,
+    runtime: &ContainerRuntime,
+) -> Result<(), crate::error::Error> {
+    let status = runtime
+        .exit_dirs
+        .iter()
+        .find_map(|dir| exit_file::read(dir).ok().flatten());
+    let (status, reason, message) = match status {
+        Some(status) => {
+            let reason = if status.oom_killed {
+                "OOMKilled"
+            } else if status.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            (status, reason, String::new())
+        }
+        None => (
+            ExitStatus {
+                exit_code: 255,
+                finished_ns: crate::time::now_ns(),
+                oom_killed: false,
+            },
+            "MonitorDied",
+            format!(
+                "pier-monitor exited without an exit file; see {}",
+                runtime.runtime_dir.join("monitor.log").display()
+            ),
+        ),
+    };
+    let record = id.to_owned();
+    let started_at = daemon
+        .db(move |db| Ok(db.container(&record)?.map_or(0, |c| c.started_at)))
+        .await?;
+    let progress = ContainerProgress {
+        state: EXITED.into(),
+        started_at,
+        finished_at: status.finished_ns,
+        exit_code: status.exit_code,
+        reason: reason.into(),
+        message,
+    };
+    let record = id.to_owned();
+    match daemon
+        .db(move |db| db.set_container_progress(&record, &progress))
+        .await
+    {
+        // Removed while we waited: nothing to record.
+        Err(crate::error::Error::Db(pier_storage::DbError::NotFound { .. })) => {}
+        other => other?,
+    }
+    tracing::info!(container_id = %id, exit_code = status.exit_code, reason, "container exited");
+    daemon.exits.publish(id, status);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_readable_and_a_pidfd_checks_it() {
+        let pid = std::process::id() as i32;
+        let started = start_time(pid).expect("start time");
+        assert!(pidfd(pid, started).is_some());
+        assert!(
+            pidfd(pid, started + 1).is_none(),
+            "a different start time is another process"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! StartContainer, StopContainer, RemoveContainer, ExecSync,
+//! ReopenContainerLog, and the restart reconciliation of containers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pier_proto::client::Client;
+use pier_storage::db::ContainerProgress;
+
+use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits, runc};
+use crate::daemon::Daemon;
+use crate::error::Error;
+
+/// How long a container gets to exit after SIGKILL before Stop gives up.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// A progress row for `state` with nothing else known yet.
+pub fn progress(state: &str) -> ContainerProgress {
+    ContainerProgress {
+        state: state.into(),
+        started_at: 0,
+        finished_at: 0,
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+    }
+}
+
+async fn find(daemon: &Daemon, id: &str) -> Result<pier_storage::ContainerRecord, Error> {
+    let record = daemon
+        .find_container(id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "container",
+            id: id.to_owned(),
+        })?;
+    tracing::Span::current().record("container_id", record.id.as_str());
+    Ok(record)
+}
+
+/// Starts a created container.
+pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let record = find(daemon, id).await?;
+    let _guard = daemon.locks.lock(&record.id).await;
+    let record = find(daemon, &record.id).await?;
+    if record.state != CREATED {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is {}, not created",
+            record.id, record.state
+        )));
+    }
+    let runtime = ContainerRuntime::from_record(&record);
+    runc::run(
+        &runtime.runtime,
+        &runtime.runtime_root,
+        &["start", &record.id],
+    )
+    .await?;
+    let mut started = progress(RUNNING);
+    started.started_at = crate::time::now_ns();
+    let row = record.id.clone();
+    // The exit watcher may already have recorded a container that exited at
+    // once; never overwrite that with `running`.
+    daemon
+        .db(move |db| match db.container(&row)? {
+            Some(c) if c.state == EXITED => {
+                let mut done = progress(EXITED);
+                done.started_at = started.started_at;
+                done.finished_at = c.finished_at;
+                done.exit_code = c.exit_code;
+                done.reason = c.reason;
+                done.message = c.message;
+                db.set_container_progress(&row, &done)
+            }
+            _ => db.set_container_progress(&row, &started),
+        })
+        .await?;
+    tracing::info!("container started");
+    Ok(())
+}
+
+/// Stops a container: its stop signal, then SIGKILL after `timeout`
+/// seconds (0: at once). Stopping an exited or unknown container is fine.
+pub async fn stop(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Error> {
+    let Some(record) = daemon.find_container(id).await? else {
+        return Ok(());
+    };
+    tracing::Span::current().record("container_id", record.id.as_str());
+    let _guard = daemon.locks.lock(&record.id).await;
+    stop_locked(daemon, &record.id, timeout).await
+}
+
+async fn stop_locked(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Error> {
+    let Some(record) = daemon.find_container(id).await? else {
+        return Ok(());
+    };
+    if record.state == EXITED || record.state == CREATING {
+        return Ok(());
+    }
+    let runtime = ContainerRuntime::from_record(&record);
+    let mut exited = daemon.exits.subscribe(id);
+    if exited.borrow().is_some() {
+        return Ok(());
+    }
+    if timeout > 0 {
+        let signal = if runtime.stop_signal.is_empty() {
+            "SIGTERM"
+        } else {
+            &runtime.stop_signal
+        };
+        kill(&runtime, id, signal).await;
+        let waited = tokio::time::timeout(
+            Duration::from_secs(timeout as u64),
+            exited.wait_for(Option::is_some),
+        )
+        .await;
+        if waited.is_ok() {
+            return Ok(());
+        }
+    }
+    kill(&runtime, id, "SIGKILL").await;
+    match tokio::time::timeout(KILL_GRACE, exited.wait_for(Option::is_some)).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::Setup {
+            what: format!("stop container {id}"),
+            reason: format!("still running {KILL_GRACE:?} after SIGKILL"),
+        }),
+    }
+}
+
+/// Signals the container's processes. A container that is already gone
+/// makes runc fail; that is not an error here.
+async fn kill(runtime: &ContainerRuntime, id: &str, signal: &str) {
+    if let Err(e) = runc::run(
+        &runtime.runtime,
+        &runtime.runtime_root,
+        &["kill", "--all", id, signal],
+    )
+    .await
+    {
+        tracing::debug!(error = %e, signal, "runc kill");
+    }
+}
+
+/// Removes a container, killing it first if it runs. Its log file stays,
+/// as kubelet expects. Removing an unknown container is fine.
+pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let Some(record) = daemon.find_container(id).await? else {
+        return Ok(());
+    };
+    tracing::Span::current().record("container_id", record.id.as_str());
+    let _guard = daemon.locks.lock(&record.id).await;
+    stop_locked(daemon, &record.id, 0).await?;
+    discard(daemon, &record.id, &ContainerRuntime::from_record(&record)).await;
+    tracing::info!("container removed");
+    Ok(())
+}
+
+/// Deletes everything of a container but its log: runtime state, rootfs,
+/// bundle, monitor files, row. Best effort and idempotent, for remove and
+/// for undoing a failed create.
+pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
+    if !runtime.runtime.as_os_str().is_empty() {
+        let _ = runc::run(
+            &runtime.runtime,
+            &runtime.runtime_root,
+            &["delete", "--force", id],
+        )
+        .await;
+    }
+    if let Err(e) = daemon.images.remove_rootfs(id).await {
+        tracing::warn!(container_id = %id, error = %e, "remove rootfs");
+    }
+    for dir in [
+        &runtime.runtime_dir,
+        &daemon.config.root.join("containers").join(id),
+    ] {
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(container_id = %id, dir = %dir.display(), error = %e, "remove container dir");
+        }
+    }
+    let row = id.to_owned();
+    if let Err(e) = daemon.db(move |db| db.delete_container(&row)).await {
+        tracing::warn!(container_id = %id, error = %e, "delete container row");
+    }
+    daemon.exits.forget(id);
+}
+
+/// Stops every container of a sandbox (StopPodSandbox), or removes them
+/// (RemovePodSandbox).
+pub async fn stop_all_in_sandbox(
+    daemon: &Daemon,
+    sandbox_id: &str,
+    and_remove: bool,
+) -> Result<(), Error> {
+    let sandbox = sandbox_id.to_owned();
+    let containers = daemon
+        .db(move |db| db.containers_in_sandbox(&sandbox))
+        .await?;
+    for container in containers {
+        if and_remove {
+            remove(daemon, &container.id).await?;
+        } else {
+            stop(daemon, &container.id, 0).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a command in a running container through its monitor.
+pub async fn exec_sync(
+    daemon: &Daemon,
+    id: &str,
+    cmd: Vec<String>,
+    timeout: i64,
+) -> Result<pier_proto::monitor::ExecResult, Error> {
+    let record = find(daemon, id).await?;
+    if record.state != RUNNING {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is not running",
+            record.id
+        )));
+    }
+    if cmd.is_empty() {
+        return Err(Error::InvalidArgument {
+            field: "cmd",
+            reason: "must not be empty".into(),
+        });
+    }
+    let socket = ContainerRuntime::from_record(&record).control_socket();
+    let timeout = Duration::from_secs(timeout.max(0) as u64);
+    let result = tokio::task::spawn_blocking(move || {
+        let mut client = Client::connect(&socket)?;
+        client.exec(cmd, Vec::new(), timeout)
+    })
+    .await?;
+    result.map_err(|e| Error::Setup {
+        what: format!("exec in container {}", record.id),
+        reason: e.to_string(),
+    })
+}
+
+/// Asks the monitor to reopen the log file after kubelet rotated it.
+pub async fn reopen_log(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let record = find(daemon, id).await?;
+    if record.state != RUNNING {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is not running",
+            record.id
+        )));
+    }
+    let socket = ContainerRuntime::from_record(&record).control_socket();
+    tokio::task::spawn_blocking(move || Client::connect(&socket)?.reopen_log())
+        .await?
+        .map_err(|e| Error::Setup {
+            what: "reopen container log".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// At startup: watch the monitors still alive (their containers go on),
+/// record the exits that happened while pierd was away from the exit files,
+/// and clean up creates a crash interrupted. Watchers start before any
+/// status is read, so an exit during startup is not missed.
+pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
+    for record in daemon.db(|db| db.containers()).await? {
+        let runtime = ContainerRuntime::from_record(&record);
+        match record.state.as_str() {
+            CREATING => {
+                tracing::warn!(container_id = %record.id, "removing a container whose create was interrupted");
+                if runtime.monitor_pid > 0
+                    && exits::start_time(runtime.monitor_pid) == Some(runtime.monitor_start_time)
+                {
+                    kill(&runtime, &record.id, "SIGKILL").await;
+                }
+                discard(daemon, &record.id, &runtime).await;
+            }
+            CREATED | RUNNING => exits::watch(Arc::clone(daemon), record.id.clone(), runtime),
+            _ => {}
+        }
+    }
+    Ok(())
+}

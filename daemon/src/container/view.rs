@@ -1,0 +1,120 @@
+//! ContainerStatus and ListContainers: stored rows as the CRI shows them.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1::{Container, ContainerFilter, ContainerState, ContainerStatus, ImageSpec};
+use pier_storage::ContainerRecord;
+use serde_json::json;
+
+use super::{CREATED, ContainerRuntime, EXITED, RUNNING, config_of};
+use crate::daemon::Daemon;
+use crate::error::Error;
+
+fn state(record: &ContainerRecord) -> ContainerState {
+    match record.state.as_str() {
+        CREATED => ContainerState::ContainerCreated,
+        RUNNING => ContainerState::ContainerRunning,
+        EXITED => ContainerState::ContainerExited,
+        _ => ContainerState::ContainerUnknown,
+    }
+}
+
+/// The status of one container, with `info` (pid, spec) when `verbose`.
+pub async fn status(
+    daemon: &Daemon,
+    id: &str,
+    verbose: bool,
+) -> Result<(ContainerStatus, HashMap<String, String>), Error> {
+    let record = daemon
+        .find_container(id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "container",
+            id: id.to_owned(),
+        })?;
+    tracing::Span::current().record("container_id", record.id.as_str());
+    let config = config_of(&record);
+    let runtime = ContainerRuntime::from_record(&record);
+    let status = ContainerStatus {
+        id: record.id.clone(),
+        metadata: config.metadata.clone(),
+        state: state(&record) as i32,
+        created_at: record.created_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        exit_code: record.exit_code,
+        image: Some(ImageSpec {
+            image: runtime.image_ref.clone(),
+            ..Default::default()
+        }),
+        image_ref: record.image_id.clone(),
+        image_id: record.image_id.clone(),
+        reason: record.reason.clone(),
+        message: record.message.clone(),
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        mounts: config.mounts.clone(),
+        log_path: runtime.log_path.display().to_string(),
+        resources: None,
+        user: None,
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        let spec = std::fs::read_to_string(runtime.bundle.join("config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let details = json!({
+            "sandboxID": record.sandbox_id,
+            "pid": runtime.pid,
+            "monitorPid": runtime.monitor_pid,
+            "runtimeSpec": spec,
+        });
+        info.insert("info".to_owned(), details.to_string());
+    }
+    Ok((status, info))
+}
+
+/// The containers matching `filter`, oldest first.
+pub async fn list(
+    daemon: &Daemon,
+    filter: Option<ContainerFilter>,
+) -> Result<Vec<Container>, Error> {
+    let records = daemon.db(|db| db.containers()).await?;
+    let filter = filter.unwrap_or_default();
+    Ok(records
+        .iter()
+        .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
+        .filter(|r| {
+            filter.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.pod_sandbox_id)
+        })
+        .filter(|r| {
+            filter
+                .state
+                .as_ref()
+                .is_none_or(|s| s.state == state(r) as i32)
+        })
+        .filter_map(|r| {
+            let config = config_of(r);
+            let labels_match = filter
+                .label_selector
+                .iter()
+                .all(|(k, v)| config.labels.get(k) == Some(v));
+            let runtime = ContainerRuntime::from_record(r);
+            labels_match.then(|| Container {
+                id: r.id.clone(),
+                pod_sandbox_id: r.sandbox_id.clone(),
+                metadata: config.metadata.clone(),
+                image: Some(ImageSpec {
+                    image: runtime.image_ref,
+                    ..Default::default()
+                }),
+                image_ref: r.image_id.clone(),
+                image_id: r.image_id.clone(),
+                state: state(r) as i32,
+                created_at: r.created_at,
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+            })
+        })
+        .collect())
+}

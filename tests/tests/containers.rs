@@ -1,0 +1,318 @@
+//! Containers end to end: pulled busybox images run under runc through the
+//! monitor, with logs, exit codes, exec, stop and restart reattachment.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::*;
+use pier_tests::{ImageSpec as TestImage, Pierd, PierdOptions, Registry, TestNetwork};
+
+type Runtime = k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// A pierd that trusts the test registry, with a busybox image pulled.
+async fn setup(registry: &Registry) -> (Pierd, String) {
+    let pushed = TestImage::default().push(registry, "tests/busybox:1").await;
+    let pierd = Pierd::start_with(PierdOptions {
+        network: Some(TestNetwork::new()),
+        args: vec!["--insecure-registry".into(), registry.host()],
+        ..Default::default()
+    })
+    .await;
+    let mut images = pierd.cri().await.images;
+    images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: pushed.reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage");
+    (pierd, pushed.reference)
+}
+
+fn pod(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "pier-tests".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn container(name: &str, image: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("app".into(), name.into())]),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run(
+    cri: &mut Runtime,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let created = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest {
+        container_id: created.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    created
+}
+
+async fn status(cri: &mut Runtime, id: &str) -> ContainerStatus {
+    let response = cri
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus");
+    response.into_inner().status.expect("status")
+}
+
+async fn wait_exited(cri: &mut Runtime, id: &str, within: Duration) -> ContainerStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = status(cri, id).await;
+        if status.state == ContainerState::ContainerExited as i32 {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} still {:?} after {within:?}",
+            status.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_runs_logs_and_exits_with_its_code() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let pod = pod("logs", logs.path());
+    let mut cri = pierd.cri().await.runtime;
+    let pod_id = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let id = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("talk", &image, "echo hello; echo oops >&2; exit 3"),
+    )
+    .await;
+    let status = wait_exited(&mut cri, &id, Duration::from_secs(10)).await;
+    assert_eq!(status.exit_code, 3);
+    assert_eq!(status.reason, "Error");
+    assert!(status.finished_at >= status.started_at && status.started_at > 0);
+    let log = std::fs::read_to_string(logs.path().join("talk/0.log")).expect("log file");
+    assert!(log.lines().any(|l| l.ends_with(" stdout F hello")), "{log}");
+    assert!(log.lines().any(|l| l.ends_with(" stderr F oops")), "{log}");
+
+    let listed = cri
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .expect("list");
+    assert_eq!(listed.into_inner().containers.len(), 1);
+    cri.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove");
+    cri.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("remove again");
+    assert!(
+        logs.path().join("talk/0.log").exists(),
+        "the log outlives the container"
+    );
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_and_stop_with_timeout() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let pod = pod("exec", logs.path());
+    let mut cri = pierd.cri().await.runtime;
+    let pod_id = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let id = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("sleeper", &image, "exec sleep 1000"),
+    )
+    .await;
+    let running = status(&mut cri, &id).await;
+    assert_eq!(running.state, ContainerState::ContainerRunning as i32);
+
+    let exec = |cmd: &[&str]| ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout: 10,
+    };
+    let out = cri
+        .exec_sync(exec(&["/bin/sh", "-c", "echo hi; echo err >&2; exit 7"]))
+        .await;
+    let out = out.expect("ExecSync").into_inner();
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.exit_code, 7);
+
+    // sleep as PID 1 ignores SIGTERM: the stop timeout must end in SIGKILL.
+    let t = Instant::now();
+    cri.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .expect("StopContainer");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let stopped = status(&mut cri, &id).await;
+    assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
+    assert_eq!(stopped.exit_code, 137);
+    cri.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop is idempotent");
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+    let gone = cri
+        .container_status(ContainerStatusRequest {
+            container_id: id,
+            verbose: false,
+        })
+        .await;
+    assert_eq!(
+        gone.expect_err("removed with its pod").code(),
+        tonic::Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_while_pierd_is_down_are_recorded_after_restart() {
+    let registry = Registry::start();
+    let (mut pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let pod = pod("restart", logs.path());
+    let mut cri = pierd.cri().await.runtime;
+    let pod_id = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let short = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("short", &image, "sleep 1; exit 5"),
+    )
+    .await;
+    let long = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("long", &image, "exec sleep 1000"),
+    )
+    .await;
+    drop(cri);
+    pierd.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pierd.restart().await;
+
+    let mut cri = pierd.cri().await.runtime;
+    let short_status = wait_exited(&mut cri, &short, Duration::from_secs(5)).await;
+    assert_eq!(short_status.exit_code, 5, "the real exit code, not a guess");
+    let long_status = status(&mut cri, &long).await;
+    assert_eq!(
+        long_status.state,
+        ContainerState::ContainerRunning as i32,
+        "kept running"
+    );
+    cri.stop_container(StopContainerRequest {
+        container_id: long.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop after restart");
+    assert_eq!(status(&mut cri, &long).await.exit_code, 137);
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
