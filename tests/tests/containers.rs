@@ -316,3 +316,222 @@ async fn exits_while_pierd_is_down_are_recorded_after_restart() {
     .await
     .expect("rmp");
 }
+
+/// A running pod with the given port mappings, DNS and cgroup parent left default.
+async fn running_pod(cri: &mut Runtime, mut pod: PodSandboxConfig) -> (String, PodSandboxConfig) {
+    pod.dns_config = Some(DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["svc.pier.test".into()],
+        options: vec!["ndots:2".into()],
+    });
+    let id = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    (id, pod)
+}
+
+async fn exec_out(cri: &mut Runtime, id: &str, script: &str) -> (i32, String) {
+    let out = cri
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    (
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_containers_share_localhost_dns_and_a_mapped_port() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let gateway = format!("{}.1", pierd.network().expect("network").subnet_prefix);
+    let host_port = pier_tests::free_port();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut config = pod("net", logs.path());
+    config.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, config).await;
+    let server_script = "while true; do echo pier-says-hi | nc -l -p 8080; done";
+    let server = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("server", &image, server_script),
+    )
+    .await;
+    let client = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("client", &image, "exec sleep 1000"),
+    )
+    .await;
+
+    // The two containers share the pod's network namespace.
+    let mut reply = String::new();
+    for _ in 0..50 {
+        reply = exec_out(&mut cri, &client, "nc 127.0.0.1 8080 </dev/null")
+            .await
+            .1;
+        if reply.contains("pier-says-hi") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reply.contains("pier-says-hi"),
+        "localhost between containers: {reply:?}"
+    );
+
+    // The pod's DNS config and hostname are what the containers see.
+    let (_, resolv) = exec_out(&mut cri, &client, "cat /etc/resolv.conf").await;
+    assert!(
+        resolv.contains("nameserver 10.96.0.10") && resolv.contains("search svc.pier.test"),
+        "{resolv}"
+    );
+    let (_, hostname) = exec_out(&mut cri, &client, "hostname").await;
+    assert_eq!(hostname.trim(), "net");
+
+    // The mapped host port reaches the server through the portmap plugin.
+    let mut got = String::new();
+    for _ in 0..50 {
+        if let Ok(mut stream) = std::net::TcpStream::connect((gateway.as_str(), host_port)) {
+            use std::io::Read;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.read_to_string(&mut got);
+            if got.contains("pier-says-hi") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        got.contains("pier-says-hi"),
+        "host port {host_port} on {gateway}: {got:?}"
+    );
+    for id in [server, client] {
+        cri.remove_container(RemoveContainerRequest { container_id: id })
+            .await
+            .expect("rm");
+    }
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_oom_is_reported_as_oom_killed() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("oom", logs.path())).await;
+    let mut config = container("hog", &image, "x=aaaaaaaa; while true; do x=$x$x; done");
+    if let Some(linux) = config.linux.as_mut() {
+        linux.resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        });
+    }
+    let id = run(&mut cri, &pod_id, &pod, config).await;
+    let status = wait_exited(&mut cri, &id, Duration::from_secs(30)).await;
+    assert_eq!(
+        status.reason, "OOMKilled",
+        "exit {} {}",
+        status.exit_code, status.message
+    );
+    assert_eq!(status.exit_code, 137);
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_container_requests_are_refused_clearly() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("bad", logs.path())).await;
+    let create = |config: ContainerConfig, sandbox: &str| CreateContainerRequest {
+        pod_sandbox_id: sandbox.into(),
+        config: Some(config),
+        sandbox_config: Some(pod.clone()),
+    };
+    let missing_image = container("x", "127.0.0.1:1/never/pulled:1", "true");
+    let err = cri
+        .create_container(create(missing_image, &pod_id))
+        .await
+        .expect_err("created");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("never/pulled"), "{}", err.message());
+    let err = cri
+        .create_container(create(container("x", &image, "true"), "nope"))
+        .await
+        .expect_err("created");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let first = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("dup", &image, "exec sleep 1000"),
+    )
+    .await;
+    let err = cri
+        .create_container(create(container("dup", &image, "true"), &pod_id))
+        .await
+        .expect_err("dup");
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains(&first), "{}", err.message());
+
+    let err = cri
+        .container_status(ContainerStatusRequest {
+            container_id: "0".repeat(64),
+            verbose: false,
+        })
+        .await
+        .expect_err("status");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    cri.stop_container(StopContainerRequest {
+        container_id: "0".repeat(64),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    cri.remove_container(RemoveContainerRequest {
+        container_id: "0".repeat(64),
+    })
+    .await
+    .expect("rm");
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+    let leftover = std::fs::read_dir(pierd.runroot().join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftover, 0, "container run dirs left behind");
+}
