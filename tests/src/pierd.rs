@@ -239,6 +239,14 @@ impl Drop for Pierd {
         if std::thread::panicking() {
             eprintln!("---- pierd log ----\n{}", self.log());
         }
+        // For debugging a passing run: keep every pierd's log.
+        if let Some(dir) = std::env::var_os("PIER_TEST_LOG_DIR") {
+            let name = self.dir.path().file_name().unwrap_or_default().to_owned();
+            let _ = std::fs::copy(
+                self.dir.path().join("pierd.log"),
+                std::path::Path::new(&dir).join(name),
+            );
+        }
     }
 }
 

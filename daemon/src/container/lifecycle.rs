@@ -160,6 +160,7 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// bundle, monitor files, row. Best effort and idempotent, for remove and
 /// for undoing a failed create.
 pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
+    let began = std::time::Instant::now();
     if !runtime.runtime.as_os_str().is_empty() {
         let _ = runc::run(
             &runtime.runtime,
@@ -168,9 +169,11 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
         )
         .await;
     }
+    let runtime_done = began.elapsed();
     if let Err(e) = daemon.images.remove_rootfs(id).await {
         tracing::warn!(container_id = %id, error = %e, "remove rootfs");
     }
+    let rootfs_done = began.elapsed();
     for dir in [
         &runtime.runtime_dir,
         &daemon.config.root.join("containers").join(id),
@@ -186,6 +189,7 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
         tracing::warn!(container_id = %id, error = %e, "delete container row");
     }
     daemon.exits.forget(id);
+    tracing::debug!(?runtime_done, ?rootfs_done, total = ?began.elapsed(), "container discarded");
 }
 
 /// Stops every container of a sandbox (StopPodSandbox), or removes them

@@ -38,27 +38,38 @@ async fn main() {
         .cmd(&["sleep", "2147483647"])
         .push(&registry, "bench/pause:1")
         .await;
+    let busybox = ImageSpec::default()
+        .push(&registry, "bench/busybox:1")
+        .await;
 
     let pier = Pierd::start_with(PierdOptions {
         network: Some(TestNetwork::new()),
-        args: vec!["--log-level".into(), "warn".into()],
+        args: vec![
+            "--log-level".into(),
+            "warn".into(),
+            "--insecure-registry".into(),
+            registry.host(),
+        ],
         ..Default::default()
     })
     .await;
     let containerd = containerd::Containerd::start(&registry.host(), &pause.reference).await;
-    let mut warm = Cri::connect(&containerd.socket())
-        .await
-        .expect("connect containerd");
-    warm.images
-        .pull_image(PullImageRequest {
-            image: Some(CriImage {
-                image: pause.reference.clone(),
+    for socket in [containerd.socket(), pier.socket().to_owned()] {
+        let mut cri = Cri::connect(&socket).await.expect("connect");
+        for image in [&pause.reference, &busybox.reference] {
+            let request = PullImageRequest {
+                image: Some(CriImage {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("containerd pulls the pause image");
+            };
+            cri.images
+                .pull_image(request)
+                .await
+                .expect("pull a bench image");
+        }
+    }
 
     let pier_dir = pier
         .root()
@@ -82,7 +93,9 @@ async fn main() {
     let mut figures: Vec<Figures> = Vec::new();
     for (name, socket, pid, dir) in runs {
         eprintln!("measuring {name}...");
-        figures.push(measure::run(name, &socket, pid, &dir, iterations, parallel, pods).await);
+        let image = &busybox.reference;
+        figures
+            .push(measure::run(name, &socket, image, pid, &dir, iterations, parallel, pods).await);
     }
     Report {
         iterations,

@@ -12,6 +12,8 @@ pub struct Figures {
     pub name: &'static str,
     pub sequential: HashMap<&'static str, Vec<Duration>>,
     pub parallel: HashMap<&'static str, Vec<Duration>>,
+    /// Container operations in one running pod.
+    pub containers: HashMap<&'static str, Vec<Duration>>,
     /// PSS in kB: (daemon and its per-pod processes with no pods, with `pods` pods).
     pub memory: (u64, u64),
 }
@@ -65,9 +67,92 @@ async fn lifecycle(cri: &mut Cri, n: usize, tag: &str) -> [(&'static str, Durati
     ]
 }
 
+/// Create, start, exec (three times, as probes do), stop and remove one
+/// busybox container in a running pod, each timed.
+async fn container_cycle(
+    cri: &mut Cri,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    image: &str,
+    n: usize,
+) -> Vec<(&'static str, Duration)> {
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: format!("c{n}"),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000".into()],
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let t = Instant::now();
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    out.push(("CreateContainer", t.elapsed()));
+    let t = Instant::now();
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("StartContainer");
+    out.push(("StartContainer", t.elapsed()));
+    for _ in 0..3 {
+        let t = Instant::now();
+        let exec = ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            timeout: 10,
+        };
+        cri.runtime.exec_sync(exec).await.expect("ExecSync");
+        out.push(("ExecSync", t.elapsed()));
+    }
+    let t = Instant::now();
+    cri.runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("StopContainer");
+    out.push(("StopContainer", t.elapsed()));
+    let t = Instant::now();
+    cri.runtime
+        .remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .expect("RemoveContainer");
+    out.push(("RemoveContainer", t.elapsed()));
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     name: &'static str,
     socket: &Path,
+    image: &str,
     daemon_pid: u32,
     dir: &Path,
     iterations: usize,
@@ -95,6 +180,35 @@ pub async fn run(
             concurrent.entry(op).or_default().push(d);
         }
     }
+
+    let request = pod(0, "ctr");
+    let pod_config = request.config.clone().unwrap_or_default();
+    let pod_id = cri
+        .runtime
+        .run_pod_sandbox(request)
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    container_cycle(&mut cri, &pod_id, &pod_config, image, 0).await;
+    let mut containers: HashMap<&'static str, Vec<Duration>> = HashMap::new();
+    for n in 1..=iterations {
+        for (op, d) in container_cycle(&mut cri, &pod_id, &pod_config, image, n).await {
+            containers.entry(op).or_default().push(d);
+        }
+    }
+    let _ = cri
+        .runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await;
+    let _ = cri
+        .runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id,
+        })
+        .await;
 
     let idle = pss_kb(daemon_pid, dir);
     let mut ids = Vec::new();
@@ -124,6 +238,7 @@ pub async fn run(
         name,
         sequential,
         parallel: concurrent,
+        containers,
         memory: (idle, loaded),
     }
 }
@@ -222,6 +337,35 @@ impl Report {
                     ratio
                 );
             }
+        }
+        println!("\ncontainers in one pod ({} cycles), ms", self.iterations);
+        println!(
+            "{:<18} {:>10} {:>8} {:>12} {:>8} {:>8}",
+            "operation",
+            format!("{} p50", a.name),
+            "p95",
+            format!("{} p50", b.name),
+            "p95",
+            "ratio"
+        );
+        for op in [
+            "CreateContainer",
+            "StartContainer",
+            "ExecSync",
+            "StopContainer",
+            "RemoveContainer",
+        ] {
+            let (x, y) = (&a.containers[op], &b.containers[op]);
+            let (xm, ym) = (percentile(x, 0.5), percentile(y, 0.5));
+            let ratio = xm.as_secs_f64() / ym.as_secs_f64().max(1e-9);
+            println!(
+                "{op:<18} {:>10} {:>8} {:>12} {:>8} {:>8.2}",
+                ms(xm),
+                ms(percentile(x, 0.95)),
+                ms(ym),
+                ms(percentile(y, 0.95)),
+                ratio
+            );
         }
         println!("\nmemory (PSS of the daemon and every process it keeps per pod), kB");
         for f in &self.figures {
