@@ -304,69 +304,80 @@ pub struct Report {
     pub figures: Vec<Figures>,
 }
 
+type Rows = Vec<(&'static str, Vec<Duration>, Vec<Duration>)>;
+
+/// One table: per operation, both runtimes' median and p95 in ms, and the
+/// ratio of the medians (below 1: the first runtime is faster).
+fn print_table(title: &str, a: &str, b: &str, rows: &Rows) {
+    println!("\n{title}, ms");
+    let (a50, b50) = (format!("{a} p50"), format!("{b} p50"));
+    println!(
+        "{:<18} {a50:>14} {:>8} {b50:>16} {:>8} {:>8}",
+        "operation", "p95", "p95", "ratio"
+    );
+    for (op, x, y) in rows {
+        let (xm, ym) = (percentile(x, 0.5), percentile(y, 0.5));
+        let ratio = xm.as_secs_f64() / ym.as_secs_f64().max(1e-9);
+        let (x95, y95) = (ms(percentile(x, 0.95)), ms(percentile(y, 0.95)));
+        println!(
+            "{op:<18} {:>14} {x95:>8} {:>16} {y95:>8} {ratio:>8.2}",
+            ms(xm),
+            ms(ym)
+        );
+    }
+}
+
+fn rows(
+    ops: &[&'static str],
+    a: &HashMap<&'static str, Vec<Duration>>,
+    b: &HashMap<&'static str, Vec<Duration>>,
+) -> Rows {
+    ops.iter()
+        .map(|op| (*op, a[op].clone(), b[op].clone()))
+        .collect()
+}
+
+/// Per-cycle sums of two operations.
+fn pair(ops: &HashMap<&'static str, Vec<Duration>>, x: &str, y: &str) -> Vec<Duration> {
+    ops[x].iter().zip(&ops[y]).map(|(a, b)| *a + *b).collect()
+}
+
 impl Report {
-    /// Prints one table per mode: medians and p95 in ms, and the ratio of
-    /// the first runtime's median to the second's (below 1: the first is faster).
     pub fn print(&self) {
         let [a, b] = [&self.figures[0], &self.figures[1]];
-        let modes = [
-            ("sequential", self.iterations, &a.sequential, &b.sequential),
-            ("parallel", self.parallel, &a.parallel, &b.parallel),
-        ];
-        for (mode, count, a_ops, b_ops) in modes {
-            println!("\n{mode} ({count} pods), ms");
-            println!(
-                "{:<18} {:>10} {:>8} {:>12} {:>8} {:>8}",
-                "operation",
-                format!("{} p50", a.name),
-                "p95",
-                format!("{} p50", b.name),
-                "p95",
-                "ratio"
-            );
-            for op in ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"] {
-                let (x, y) = (&a_ops[op], &b_ops[op]);
-                let (xm, ym) = (percentile(x, 0.5), percentile(y, 0.5));
-                let ratio = xm.as_secs_f64() / ym.as_secs_f64().max(1e-9);
-                println!(
-                    "{op:<18} {:>10} {:>8} {:>12} {:>8} {:>8.2}",
-                    ms(xm),
-                    ms(percentile(x, 0.95)),
-                    ms(ym),
-                    ms(percentile(y, 0.95)),
-                    ratio
-                );
-            }
-        }
-        println!("\ncontainers in one pod ({} cycles), ms", self.iterations);
-        println!(
-            "{:<18} {:>10} {:>8} {:>12} {:>8} {:>8}",
-            "operation",
-            format!("{} p50", a.name),
-            "p95",
-            format!("{} p50", b.name),
-            "p95",
-            "ratio"
+        const POD_OPS: [&str; 3] = ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"];
+        let title = format!("sequential ({} pods)", self.iterations);
+        print_table(
+            &title,
+            a.name,
+            b.name,
+            &rows(&POD_OPS, &a.sequential, &b.sequential),
         );
-        for op in [
+        let title = format!("parallel ({} pods at once)", self.parallel);
+        print_table(
+            &title,
+            a.name,
+            b.name,
+            &rows(&POD_OPS, &a.parallel, &b.parallel),
+        );
+        const CONTAINER_OPS: [&str; 5] = [
             "CreateContainer",
             "StartContainer",
             "ExecSync",
             "StopContainer",
             "RemoveContainer",
+        ];
+        let mut container_rows = rows(&CONTAINER_OPS, &a.containers, &b.containers);
+        // containerd runs runc in StartContainer and StopContainer, pier in
+        // CreateContainer and RemoveContainer: compare the pairs as well.
+        for (name, x, y) in [
+            ("Create+Start", "CreateContainer", "StartContainer"),
+            ("Stop+Remove", "StopContainer", "RemoveContainer"),
         ] {
-            let (x, y) = (&a.containers[op], &b.containers[op]);
-            let (xm, ym) = (percentile(x, 0.5), percentile(y, 0.5));
-            let ratio = xm.as_secs_f64() / ym.as_secs_f64().max(1e-9);
-            println!(
-                "{op:<18} {:>10} {:>8} {:>12} {:>8} {:>8.2}",
-                ms(xm),
-                ms(percentile(x, 0.95)),
-                ms(ym),
-                ms(percentile(y, 0.95)),
-                ratio
-            );
+            container_rows.push((name, pair(&a.containers, x, y), pair(&b.containers, x, y)));
         }
+        let title = format!("containers in one pod ({} cycles)", self.iterations);
+        print_table(&title, a.name, b.name, &container_rows);
         println!("\nmemory (PSS of the daemon and every process it keeps per pod), kB");
         for f in &self.figures {
             let per_pod = f.memory.1.saturating_sub(f.memory.0) / self.pods.max(1) as u64;
