@@ -35,6 +35,8 @@ const READS_PER_WAKE: usize = 16;
 const IDLE_RELEASE_MS: i32 = 2000;
 const MAX_CONNS: usize = 256;
 const STDIN_PENDING_MAX: usize = 1 << 20;
+/// Longest the exit sequence spends draining output.
+const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy)]
 pub struct Identity {
@@ -238,8 +240,8 @@ impl Server {
     fn dispatch(&mut self, tok: Token, rev: i16) {
         match tok {
             Token::Signal => self.on_signal(),
-            Token::Stdout => self.pump(Stream::Stdout, READS_PER_WAKE),
-            Token::Stderr => self.pump(Stream::Stderr, READS_PER_WAKE),
+            Token::Stdout => self.pump(Stream::Stdout, READS_PER_WAKE, None),
+            Token::Stderr => self.pump(Stream::Stderr, READS_PER_WAKE, None),
             Token::Stdin => self.feed_stdin(),
             Token::Listener => self.accept(),
             Token::Oom => {
@@ -283,7 +285,7 @@ impl Server {
     }
 
     /// Move container output from one stream to the log and attachers.
-    fn pump(&mut self, stream: Stream, max_reads: usize) {
+    fn pump(&mut self, stream: Stream, max_reads: usize, deadline: Option<Instant>) {
         let file = match stream {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
@@ -295,6 +297,10 @@ impl Server {
             Stream::Stderr => attach::STDERR,
         };
         for _ in 0..max_reads {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                crate::diag!("container {stream:?} still producing after exit; stop draining");
+                break;
+            }
             match f.read(buf) {
                 Ok(0) => {
                     *file = None;
@@ -379,15 +385,25 @@ impl Server {
     /// Requests, stdin frames, finished execs, writes, dead connections.
     fn after_events(&mut self) {
         for i in 0..self.conns.len() {
-            while let Some(input) = self.conns[i].next_input() {
-                match input {
-                    Input::Request(req) => self.handle(i, req.request),
-                    Input::Stdin(data) => {
-                        if self.stdin.is_some() {
-                            self.stdin_pending.extend_from_slice(&data);
+            // Answer, send, and look again: a client may have pipelined
+            // several requests, which sit in the buffer with no new event.
+            loop {
+                let mut progressed = false;
+                while let Some(input) = self.conns[i].next_input() {
+                    progressed = true;
+                    match input {
+                        Input::Request(req) => self.handle(i, req.request),
+                        Input::Stdin(data) => {
+                            if self.stdin.is_some() {
+                                self.stdin_pending.extend_from_slice(&data);
+                            }
                         }
+                        Input::StdinClose => self.stdin_close = true,
                     }
-                    Input::StdinClose => self.stdin_close = true,
+                }
+                self.conns[i].send();
+                if !progressed {
+                    break;
                 }
             }
         }
@@ -483,9 +499,12 @@ impl Server {
     /// attachers and exec callers, then leave.
     fn shutdown(mut self) -> u8 {
         let (code, finished_ns) = self.exit.unwrap_or((-1, timestamp::now_ns()));
-        // Everything the init wrote is in the pipes by now.
-        self.pump(Stream::Stdout, usize::MAX);
-        self.pump(Stream::Stderr, usize::MAX);
+        // Everything the init wrote is in the pipes by now. A process that
+        // outlives it (shared PID namespace) and keeps writing must not hold
+        // the exit file back forever, hence the deadline.
+        let deadline = Instant::now() + FINAL_DRAIN;
+        self.pump(Stream::Stdout, usize::MAX, Some(deadline));
+        self.pump(Stream::Stderr, usize::MAX, Some(deadline));
         self.log.finish();
         let oom_killed = self.oom.as_mut().is_some_and(OomWatcher::oom_killed);
         let status = ExitStatus {

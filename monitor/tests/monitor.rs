@@ -388,3 +388,40 @@ fn container_starts_with_default_signal_state() {
         assert_eq!(ign & (1 << (sig - 1)), 0, "signal {sig} ignored: {text}");
     }
 }
+
+/// Lazily unmounts a test mount, even when the test fails.
+struct Umount(std::path::PathBuf);
+
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_drops_log_output_but_keeps_the_exit_status() {
+    let o = Opts::sh("head -c 2000000 /dev/zero | tr '\\0' x; echo; echo bye; exit 5");
+    let c = Container::prepare("diskfull", &o);
+    let mnt = c.dir.path().join("logs");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount");
+    assert!(st.success());
+    let _umount = Umount(mnt);
+    let c = c.launch(o);
+    c.start();
+    let st = c.wait_exit(EXIT_WAIT);
+    assert_eq!(st.exit_code, 5);
+    assert!(
+        c.monitor_err().contains("write failed"),
+        "{}",
+        c.monitor_err()
+    );
+    assert!(c.log().len() <= 256 * 1024);
+}
