@@ -93,7 +93,10 @@ fn exec_latency_report() {
         median(via_monitor)
     );
     println!("  runc exec run directly (before):    {:?}", median(direct));
-    println!("  runc exec run directly (after):     {:?}", median(direct_after));
+    println!(
+        "  runc exec run directly (after):     {:?}",
+        median(direct_after)
+    );
     println!(
         "  spawn+exit of pier-monitor alone:   {:?}",
         median(spawn_monitor)

@@ -425,3 +425,49 @@ fn full_disk_drops_log_output_but_keeps_the_exit_status() {
     );
     assert!(c.log().len() <= 256 * 1024);
 }
+
+fn private_dirty_kb(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Private_Dirty:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn buffers_are_given_back_after_a_burst() {
+    let c = Container::create(
+        "idle",
+        Opts::sh("head -c 20000000 /dev/zero | tr '\\0' x; echo; echo burst-done; sleep 1000"),
+    );
+    let idle = private_dirty_kb(c.monitor_pid);
+    c.start();
+    c.wait_for_log("burst-done", EXIT_WAIT);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = private_dirty_kb(c.monitor_pid);
+    // The read and batch buffers (512 KiB together) must be gone again.
+    assert!(
+        after < idle + 128,
+        "private dirty {idle} kB before, {after} kB after the burst"
+    );
+    assert_small(&c);
+}
+
+#[test]
+fn size_limit_keeps_the_newest_records() {
+    let mut o = Opts::sh("i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done");
+    o.extra = vec!["--log-max-size".into(), "8192".into()];
+    let c = Container::create("maxsize", o);
+    c.start();
+    assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 0);
+    let raw = c.log();
+    assert!(raw.len() <= 8192, "log is {} bytes", raw.len());
+    let text = String::from_utf8_lossy(&reassemble(&parse_log(&raw), "stdout")).into_owned();
+    assert!(text.ends_with("line 2999\n"), "{text}");
+    // Whole, consecutive lines up to the end.
+    let nums: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
+}
