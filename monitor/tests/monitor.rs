@@ -471,3 +471,27 @@ fn size_limit_keeps_the_newest_records() {
         .collect();
     assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
 }
+
+#[test]
+fn terminal_stdin_reaches_the_container() {
+    let mut o = Opts::sh("read x; echo got:$x");
+    o.terminal = true;
+    o.stdin = true;
+    let c = Container::create("ptystdin", o);
+    let mut s = c.client().attach(true, true, false).expect("attach");
+    c.start();
+    attach::write_frame(&mut s, attach::STDIN, b"hello\r").expect("stdin");
+    assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 0);
+    let mut seen = Vec::new();
+    while let Ok(Some((kind, data))) = attach::read_frame(&mut s) {
+        if kind == attach::STDOUT {
+            seen.extend(data);
+        }
+    }
+    let text = String::from_utf8_lossy(&reassemble(&parse_log(&c.log()), "stdout")).into_owned();
+    assert!(text.contains("got:hello\r"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&seen).contains("got:hello"),
+        "attacher saw {seen:?}"
+    );
+}
