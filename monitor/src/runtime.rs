@@ -177,9 +177,22 @@ pub fn delete_force(cfg: &Config) {
 }
 
 /// The `runc exec` command for an exec request; stdio is the caller's.
-pub fn exec_command(cfg: &Config, pidfile: &Path, argv: &[String], env: &[String]) -> Command {
+pub fn exec_command(
+    cfg: &Config,
+    pidfile: &Path,
+    console: Option<&Path>,
+    argv: &[String],
+    env: &[String],
+) -> Command {
     let mut cmd = runtime(cfg);
     cmd.arg("exec").arg("--pid-file").arg(pidfile);
+    if let Some(sock) = console {
+        // runc accepts a console socket only when detached.
+        cmd.arg("--tty")
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(sock);
+    }
     for e in env {
         cmd.arg("--env").arg(e);
     }

@@ -495,3 +495,65 @@ fn terminal_stdin_reaches_the_container() {
         "attacher saw {seen:?}"
     );
 }
+
+fn read_stream(mut s: std::os::unix::net::UnixStream) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+    let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+    while let Ok(Some((kind, data))) = attach::read_frame(&mut s) {
+        match kind {
+            attach::STDOUT => out.extend(data),
+            attach::STDERR => err.extend(data),
+            attach::EXIT => {
+                code = data
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            _ => panic!("unexpected frame kind {kind}"),
+        }
+    }
+    (out, err, code)
+}
+
+#[test]
+fn streaming_exec_forwards_stdin_and_output() {
+    let c = Container::create("execstream", Opts::sh("sleep 1000"));
+    c.start();
+    let argv = ["/bin/sh", "-c", "cat; echo err >&2; exit 6"]
+        .map(String::from)
+        .to_vec();
+    let (_, mut s) = c
+        .client()
+        .exec_stream(argv, vec![], false, true, Duration::ZERO)
+        .expect("exec_stream");
+    attach::write_frame(&mut s, attach::STDIN, b"ping\n").expect("stdin");
+    attach::write_frame(&mut s, attach::STDIN_CLOSE, b"").expect("close");
+    assert_eq!(
+        read_stream(s),
+        (b"ping\n".to_vec(), b"err\n".to_vec(), Some(6))
+    );
+    // The container's own log saw none of it.
+    assert!(c.log().is_empty());
+    assert!(c.client().status().expect("status").running);
+}
+
+#[test]
+fn streaming_tty_exec_resizes() {
+    let c = Container::create("exectty", Opts::sh("sleep 1000"));
+    c.start();
+    let argv = ["/bin/sh", "-c", "sleep 0.5; stty size"]
+        .map(String::from)
+        .to_vec();
+    let (id, s) = c
+        .client()
+        .exec_stream(argv, vec![], true, false, Duration::ZERO)
+        .expect("exec_stream");
+    c.client().resize_exec(id, 33, 77).expect("resize exec");
+    let (out, _, code) = read_stream(s);
+    assert_eq!(code, Some(0));
+    assert!(String::from_utf8_lossy(&out).contains("33 77"), "{out:?}");
+    let err = c
+        .client()
+        .resize_exec(id + 100, 1, 1)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.unwrap_or_default().contains("no tty exec"));
+}
