@@ -246,6 +246,19 @@ impl ExecSession {
         }
     }
 
+    /// The streaming client went away: close the process's side of the
+    /// stream (stdin EOF, SIGPIPE on output, SIGHUP for a pty) rather than
+    /// leave an interactive shell waiting forever.
+    pub fn hang_up(&mut self) {
+        if self.stdout.is_some() || self.stdin.is_some() || self.pty.is_some() {
+            self.stdin = None;
+            self.stdin_pending = Vec::new();
+            self.stdout = None;
+            self.stderr = None;
+            self.pty = None;
+        }
+    }
+
     /// runc has been reaped with `code`.
     pub fn on_runtime_exit(&mut self, code: i32) {
         if !self.detached || code != 0 {

@@ -562,3 +562,47 @@ fn streaming_tty_exec_resizes() {
         .map(|e| e.to_string());
     assert!(err.unwrap_or_default().contains("no tty exec"));
 }
+
+#[test]
+fn streaming_exec_ends_when_its_client_goes_away() {
+    let c = Container::create("exechup", Opts::sh("sleep 1000"));
+    c.start();
+    let count = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-c", "-f", "read x && sleep 100[0]"])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+    };
+    // An interactive shell waiting on stdin, on a pipe and on a pty.
+    let streams: Vec<_> = [false, true]
+        .into_iter()
+        .map(|tty| {
+            let argv = ["/bin/sh", "-c", "read x && sleep 1000"]
+                .map(String::from)
+                .to_vec();
+            c.client()
+                .exec_stream(argv, vec![], tty, true, Duration::ZERO)
+                .expect("exec_stream")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() < 2 {
+        assert!(Instant::now() < deadline, "exec'd shells never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(streams);
+    while count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "exec'd shells outlived their client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.client().status().expect("status").running);
+}

@@ -479,6 +479,11 @@ impl Server {
             c.send();
         }
         self.conns.retain(|c| !c.dead);
+        for e in self.execs.iter_mut().filter(|e| e.stream) {
+            if !self.conns.iter().any(|c| c.id == e.conn) {
+                e.hang_up();
+            }
+        }
     }
 
     /// The init has exited: finish the log, write the exit files, tell the
