@@ -27,6 +27,10 @@ if [ ! -x "$PIER_MONITOR" ]; then
     (cd "$ROOT_DIR" && cargo build --release -p pier-monitor)
 fi
 
+# A freshly built binary's page-cache pages stay dirty until writeback, and
+# smaps counts them as the monitor's private dirty memory: flush them first.
+sync
+
 cleanup() {
     for id in $("$RUNC" --root "$RROOT" list -q 2>/dev/null); do
         "$RUNC" --root "$RROOT" delete -f "$id" >/dev/null 2>&1 || true
