@@ -24,6 +24,18 @@ pub enum Mode {
         stdout: bool,
         stderr: bool,
     },
+    /// Carrying a streaming exec's frames.
+    ExecStream {
+        exec: u64,
+        stdin: bool,
+    },
+}
+
+impl Mode {
+    /// The connection carries attach frames (container or exec).
+    pub fn framed(self) -> bool {
+        matches!(self, Mode::Attached { .. } | Mode::ExecStream { .. })
+    }
 }
 
 pub struct Conn {
@@ -65,9 +77,10 @@ impl Conn {
     }
 
     fn rbuf_limit(&self) -> usize {
-        match self.mode {
-            Mode::Attached { .. } => HEADER + attach::FRAME_MAX,
-            _ => pier_proto::REQUEST_MAX + 10,
+        if self.mode.framed() {
+            HEADER + attach::FRAME_MAX
+        } else {
+            pier_proto::REQUEST_MAX + 10
         }
     }
 
@@ -84,7 +97,7 @@ impl Conn {
                     if !self.rbuf.is_empty() && self.mode == Mode::Control {
                         crate::diag!("control client {}: disconnected mid-message", self.id);
                     }
-                    if matches!(self.mode, Mode::Attached { .. }) {
+                    if self.mode.framed() {
                         // A half-closed attacher may still read output.
                         self.read_eof = true;
                     } else {
@@ -127,7 +140,7 @@ impl Conn {
                     }
                 }
             },
-            Mode::Attached { stdin, .. } => {
+            Mode::Attached { stdin, .. } | Mode::ExecStream { stdin, .. } => {
                 if self.rbuf.len() < HEADER {
                     return None;
                 }

@@ -47,6 +47,8 @@ pub struct CriLog {
     size: u64,
     dropped: u64,
     failing: bool,
+    /// The last write stopped inside a record.
+    torn: bool,
 }
 
 impl CriLog {
@@ -66,6 +68,7 @@ impl CriLog {
             size,
             dropped: 0,
             failing: false,
+            torn: false,
         })
     }
 
@@ -125,10 +128,7 @@ impl CriLog {
         if self.out.is_empty() {
             return;
         }
-        let res = match self.file.as_mut() {
-            Some(f) => f.write_all(&self.out),
-            None => Err(io::Error::other("log file is not open")),
-        };
+        let res = self.write_batch();
         match res {
             Ok(()) => {
                 self.size += self.out.len() as u64;
@@ -138,8 +138,6 @@ impl CriLog {
                 }
             }
             Err(e) => {
-                // A partial write may have left half a record; the next
-                // record starts on a fresh line so the reader resyncs.
                 self.dropped += self.out.len() as u64;
                 if !self.failing {
                     self.failing = true;
@@ -162,6 +160,36 @@ impl CriLog {
         }
     }
 
+    /// Write the batch; after a torn write (part of a batch went out before
+    /// an error) start with a newline so the next record begins a line of
+    /// its own and readers resynchronise.
+    fn write_batch(&mut self) -> io::Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Err(io::Error::other("log file is not open"));
+        };
+        if self.torn {
+            f.write_all(b"\n")?;
+            self.size += 1;
+            self.torn = false;
+        }
+        let mut done = 0;
+        while done < self.out.len() {
+            match f.write(&self.out[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if done > 0 {
+                        self.torn = true;
+                        self.size += done as u64;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Give the batch buffer back to the kernel while idle.
     pub fn release_buffers(&mut self) {
         if self.out.is_empty() {
@@ -180,6 +208,7 @@ impl CriLog {
         self.size = file.metadata()?.len();
         self.file = Some(file);
         self.failing = false;
+        self.torn = false;
         Ok(())
     }
 

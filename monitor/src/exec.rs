@@ -1,11 +1,16 @@
-//! Exec from the running monitor: `runc exec` as our child with pipes, its
-//! output collected up to 16 MiB (stdout and stderr together), killed at
-//! its deadline. Serving kubelet's exec probes here costs one runc process
-//! per probe and no new monitor.
+//! Exec from the running monitor: `runc exec` as our child.
+//!
+//! Collect mode (ExecSync, probes): output gathered up to 16 MiB (stdout and
+//! stderr together), answered as one `ExecResult` when runc is reaped.
+//! Stream mode (kubectl exec): output forwarded to the client as attach
+//! frames, its stdin frames written to the process, optionally on a pty.
+//! Either way the process is killed at its deadline. Serving exec here costs
+//! one runc process per exec and no new monitor.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,17 +18,36 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pier_proto::EXEC_OUTPUT_MAX;
+use pier_proto::attach;
 use pier_proto::monitor::{Exec, ExecResult};
 
 use crate::args::Config;
+use crate::control::Conn;
+use crate::terminal::ConsoleSocket;
 use crate::{runtime, sys};
 
+/// How long runc may take to hand over the pty of a tty exec.
+const CONSOLE_WAIT: Duration = Duration::from_secs(10);
+/// Stdin bytes held for a process that does not read.
+pub const STDIN_PENDING_MAX: usize = 1 << 20;
+
 pub struct ExecSession {
-    /// Control connection waiting for the result.
+    pub id: u64,
+    /// Control connection waiting for the result or carrying the stream.
     pub conn: u64,
+    pub stream: bool,
     pub runc_pid: i32,
+    /// A tty exec runs detached (runc insists, with a console socket): runc
+    /// exits once the process runs, the process is re-parented to us, and
+    /// its own exit is the result.
+    detached: bool,
+    pub proc_pid: Option<i32>,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
+    pub stdin: Option<File>,
+    pub stdin_pending: Vec<u8>,
+    pub stdin_close: bool,
+    pub pty: Option<File>,
     out: Vec<u8>,
     err: Vec<u8>,
     truncated: bool,
@@ -34,30 +58,110 @@ pub struct ExecSession {
 }
 
 impl ExecSession {
-    pub fn start(cfg: &Config, seq: u64, conn: u64, req: &Exec) -> Result<Self, String> {
+    pub fn start(cfg: &Config, id: u64, conn: u64, req: &Exec) -> Result<Self, String> {
         if req.argv.is_empty() {
             return Err("exec: empty argv".into());
         }
-        let pidfile = cfg.runtime_dir.join(format!("exec-{seq}.pid"));
-        let (out_r, out_w) = io::pipe().map_err(|e| format!("exec: pipe: {e}"))?;
-        let (err_r, err_w) = io::pipe().map_err(|e| format!("exec: pipe: {e}"))?;
-        let mut cmd = runtime::exec_command(cfg, &pidfile, &req.argv, &req.env);
-        cmd.stdin(Stdio::null()).stdout(out_w).stderr(err_w);
-        let child = cmd
+        let tty = req.stream && req.tty;
+        let pidfile = cfg.runtime_dir.join(format!("exec-{id}.pid"));
+        let console = if tty {
+            let path = cfg.runtime_dir.join(format!("exec-{id}.sock"));
+            Some(ConsoleSocket::bind(&path).map_err(|e| format!("exec: console socket: {e}"))?)
+        } else {
+            None
+        };
+        let pipe = || io::pipe().map_err(|e| format!("exec: pipe: {e}"));
+        let (err_r, err_w) = pipe()?;
+        let mut cmd = runtime::exec_command(
+            cfg,
+            &pidfile,
+            console.as_ref().map(ConsoleSocket::path),
+            &req.argv,
+            &req.env,
+        );
+        cmd.stderr(err_w);
+        let (mut stdout, mut stdin) = (None, None);
+        if tty {
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        } else {
+            let (out_r, out_w) = pipe()?;
+            cmd.stdout(out_w);
+            stdout = Some(File::from(OwnedFd::from(out_r)));
+            if req.stream && req.stdin {
+                let (in_r, in_w) = pipe()?;
+                cmd.stdin(in_r);
+                stdin = Some(File::from(OwnedFd::from(in_w)));
+            } else {
+                cmd.stdin(Stdio::null());
+            }
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| format!("exec: cannot run runtime: {e}"))?;
         drop(cmd);
-        let stdout = File::from(OwnedFd::from(out_r));
         let stderr = File::from(OwnedFd::from(err_r));
-        let _ = sys::set_nonblocking(&stdout);
-        let _ = sys::set_nonblocking(&stderr);
+        let (mut pty, mut early_exit) = (None, None);
+        if let Some(sock) = &console {
+            // runc sends the pty before it starts the process; waiting here
+            // stalls the loop for milliseconds, while the log pipes buffer.
+            let until = Instant::now() + CONSOLE_WAIT;
+            let master = loop {
+                match sock.try_receive() {
+                    Ok(Some(m)) => break File::from(m),
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("exec: console socket: {e}")),
+                }
+                let exited = match child.try_wait() {
+                    Ok(Some(st)) => Some(st),
+                    Ok(None) => None,
+                    Err(_) => Some(std::process::ExitStatus::from_raw(-1 << 8)),
+                };
+                if let Some(st) = exited {
+                    // It may have sent the pty and finished in between.
+                    if let Ok(Some(m)) = sock.try_receive() {
+                        early_exit =
+                            Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+                        break File::from(m);
+                    }
+                }
+                if exited.is_some() || Instant::now() > until {
+                    let _ = child.kill();
+                    let mut text = String::new();
+                    let _ = sys::set_nonblocking(&stderr);
+                    let _ = (&stderr).take(64 << 10).read_to_string(&mut text);
+                    return Err(format!("exec: runtime sent no terminal: {}", text.trim()));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            stdin = if req.stdin {
+                master.try_clone().ok()
+            } else {
+                None
+            };
+            pty = master.try_clone().ok();
+            stdout = Some(master);
+        }
+        for f in [stdout.as_ref(), Some(&stderr), stdin.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = sys::set_nonblocking(f);
+        }
         let deadline =
             (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
-        Ok(Self {
+        Ok::<_, String>(Self {
+            id,
             conn,
+            stream: req.stream,
             runc_pid: child.id() as i32,
-            stdout: Some(stdout),
+            detached: tty,
+            proc_pid: None,
+            stdout,
             stderr: Some(stderr),
+            stdin,
+            stdin_pending: Vec::new(),
+            stdin_close: false,
+            pty,
             out: Vec::new(),
             err: Vec::new(),
             truncated: false,
@@ -66,23 +170,37 @@ impl ExecSession {
             pidfile,
             exit_code: None,
         })
+        .map(|mut session| {
+            // runc was reaped here, not by the event loop.
+            if let Some(code) = early_exit {
+                session.on_runtime_exit(code);
+            }
+            session
+        })
     }
 
-    /// Read what is available on one of the pipes.
-    pub fn on_readable(&mut self, stderr: bool, buf: &mut [u8]) {
+    /// Read what is available on one of the pipes: kept (collect mode) or
+    /// forwarded to `conn` (stream mode).
+    pub fn on_readable(&mut self, stderr: bool, buf: &mut [u8], conn: Option<&mut Conn>) {
         let total = self.out.len() + self.err.len();
-        let (pipe, sink) = if stderr {
-            (&mut self.stderr, &mut self.err)
+        let (pipe, sink, kind) = if stderr {
+            (&mut self.stderr, &mut self.err, attach::STDERR)
         } else {
-            (&mut self.stdout, &mut self.out)
+            (&mut self.stdout, &mut self.out, attach::STDOUT)
         };
         let Some(f) = pipe.as_mut() else { return };
         let mut room = EXEC_OUTPUT_MAX.saturating_sub(total);
+        let mut conn = conn;
         loop {
             match f.read(buf) {
                 Ok(0) => {
                     *pipe = None;
                     return;
+                }
+                Ok(n) if self.stream => {
+                    if let Some(c) = conn.as_deref_mut() {
+                        c.queue_frame(kind, &buf[..n]);
+                    }
                 }
                 Ok(n) => {
                     let take = n.min(room);
@@ -92,12 +210,68 @@ impl ExecSession {
                     self.truncated |= take < n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(e) => {
+                    // EIO on a pty master: the process side is closed.
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        *pipe = None;
+                    }
+                    return;
+                }
             }
         }
     }
 
-    /// Milliseconds until the deadline, for the poll timeout.
+    /// Write pending stdin without blocking.
+    pub fn feed_stdin(&mut self) {
+        let Some(f) = self.stdin.as_mut() else {
+            self.stdin_pending.clear();
+            return;
+        };
+        while !self.stdin_pending.is_empty() {
+            match f.write(&self.stdin_pending) {
+                Ok(n) => {
+                    self.stdin_pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.stdin = None;
+                    self.stdin_pending = Vec::new();
+                    return;
+                }
+            }
+        }
+        if self.stdin_close && self.pty.is_none() {
+            self.stdin = None;
+        }
+    }
+
+    /// The streaming client went away: close the process's side of the
+    /// stream (stdin EOF, SIGPIPE on output, SIGHUP for a pty) rather than
+    /// leave an interactive shell waiting forever.
+    pub fn hang_up(&mut self) {
+        if self.stdout.is_some() || self.stdin.is_some() || self.pty.is_some() {
+            self.stdin = None;
+            self.stdin_pending = Vec::new();
+            self.stdout = None;
+            self.stderr = None;
+            self.pty = None;
+        }
+    }
+
+    /// runc has been reaped with `code`.
+    pub fn on_runtime_exit(&mut self, code: i32) {
+        if !self.detached || code != 0 {
+            self.exit_code = Some(code);
+            return;
+        }
+        match std::fs::read_to_string(&self.pidfile).map(|s| s.trim().parse::<i32>()) {
+            Ok(Ok(pid)) => self.proc_pid = Some(pid),
+            _ => self.exit_code = Some(-1),
+        }
+    }
+
+    /// Time until the deadline, for the poll timeout.
     pub fn until_deadline(&self, now: Instant) -> Option<Duration> {
         (!self.timed_out).then_some(self.deadline?.saturating_duration_since(now))
     }
@@ -116,7 +290,9 @@ impl ExecSession {
         {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        let _ = kill(Pid::from_raw(self.runc_pid), Signal::SIGKILL);
+        if self.proc_pid.is_none() {
+            let _ = kill(Pid::from_raw(self.runc_pid), Signal::SIGKILL);
+        }
     }
 
     /// Done once runc has been reaped; whatever is still in the pipes is
@@ -125,12 +301,19 @@ impl ExecSession {
         self.exit_code.is_some()
     }
 
-    pub fn finish(mut self, buf: &mut [u8]) -> ExecResult {
-        self.on_readable(false, buf);
-        self.on_readable(true, buf);
+    /// Drain, clean up, and the result (collect mode) or the EXIT frame
+    /// (stream mode, queued on `conn`).
+    pub fn finish(mut self, buf: &mut [u8], mut conn: Option<&mut Conn>) -> ExecResult {
+        self.on_readable(false, buf, conn.as_deref_mut());
+        self.on_readable(true, buf, conn.as_deref_mut());
         let _ = std::fs::remove_file(&self.pidfile);
+        let code = self.exit_code.unwrap_or(-1);
+        if let (true, Some(c)) = (self.stream, conn) {
+            c.queue_frame(attach::EXIT, &code.to_be_bytes());
+            c.closing = true;
+        }
         ExecResult {
-            exit_code: self.exit_code.unwrap_or(-1),
+            exit_code: code,
             stdout: std::mem::take(&mut self.out),
             stderr: std::mem::take(&mut self.err),
             timed_out: self.timed_out,

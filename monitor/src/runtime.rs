@@ -14,6 +14,10 @@ use crate::args::Config;
 use crate::sys;
 use crate::terminal::ConsoleSocket;
 
+/// A runtime that hangs in create must not hang the monitor (and the
+/// daemon waiting on the sync fd) forever; CRI-O's default is the same.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(240);
+
 /// What `runc create` left us: the container's init and its stdio.
 pub struct Created {
     pub pid: i32,
@@ -83,6 +87,7 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
     let _ = sys::set_nonblocking(&err_r);
 
     let mut master = None;
+    let started = std::time::Instant::now();
     let status = loop {
         if let Some(sock) = &console
             && master.is_none()
@@ -94,6 +99,12 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
         }
         match child.try_wait() {
             Ok(Some(st)) => break st,
+            Ok(None) if started.elapsed() > CREATE_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                delete_force(cfg);
+                return Err(format!("runtime create timed out after {CREATE_TIMEOUT:?}"));
+            }
             Ok(None) => {
                 std::thread::sleep(Duration::from_millis(if console.is_some() { 5 } else { 2 }))
             }
@@ -166,9 +177,22 @@ pub fn delete_force(cfg: &Config) {
 }
 
 /// The `runc exec` command for an exec request; stdio is the caller's.
-pub fn exec_command(cfg: &Config, pidfile: &Path, argv: &[String], env: &[String]) -> Command {
+pub fn exec_command(
+    cfg: &Config,
+    pidfile: &Path,
+    console: Option<&Path>,
+    argv: &[String],
+    env: &[String],
+) -> Command {
     let mut cmd = runtime(cfg);
     cmd.arg("exec").arg("--pid-file").arg(pidfile);
+    if let Some(sock) = console {
+        // runc accepts a console socket only when detached.
+        cmd.arg("--tty")
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(sock);
+    }
     for e in env {
         cmd.arg("--env").arg(e);
     }

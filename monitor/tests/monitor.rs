@@ -388,3 +388,221 @@ fn container_starts_with_default_signal_state() {
         assert_eq!(ign & (1 << (sig - 1)), 0, "signal {sig} ignored: {text}");
     }
 }
+
+/// Lazily unmounts a test mount, even when the test fails.
+struct Umount(std::path::PathBuf);
+
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_drops_log_output_but_keeps_the_exit_status() {
+    let o = Opts::sh("head -c 2000000 /dev/zero | tr '\\0' x; echo; echo bye; exit 5");
+    let c = Container::prepare("diskfull", &o);
+    let mnt = c.dir.path().join("logs");
+    std::fs::create_dir_all(&mnt).expect("mkdir");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount");
+    assert!(st.success());
+    let _umount = Umount(mnt);
+    let c = c.launch(o);
+    c.start();
+    let st = c.wait_exit(EXIT_WAIT);
+    assert_eq!(st.exit_code, 5);
+    assert!(
+        c.monitor_err().contains("write failed"),
+        "{}",
+        c.monitor_err()
+    );
+    assert!(c.log().len() <= 256 * 1024);
+}
+
+fn private_dirty_kb(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Private_Dirty:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn buffers_are_given_back_after_a_burst() {
+    let c = Container::create(
+        "idle",
+        Opts::sh("head -c 20000000 /dev/zero | tr '\\0' x; echo; echo burst-done; sleep 1000"),
+    );
+    let idle = private_dirty_kb(c.monitor_pid);
+    c.start();
+    c.wait_for_log("burst-done", EXIT_WAIT);
+    // The read and batch buffers (512 KiB together, all touched by the
+    // burst) go back after two quiet seconds; allow for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut after = private_dirty_kb(c.monitor_pid);
+    while after >= idle + 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        after = private_dirty_kb(c.monitor_pid);
+    }
+    assert!(
+        after < idle + 200,
+        "private dirty {idle} kB before, {after} kB after the burst"
+    );
+    assert_small(&c);
+}
+
+#[test]
+fn size_limit_keeps_the_newest_records() {
+    let mut o = Opts::sh("i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done");
+    o.extra = vec!["--log-max-size".into(), "8192".into()];
+    let c = Container::create("maxsize", o);
+    c.start();
+    assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 0);
+    let raw = c.log();
+    assert!(raw.len() <= 8192, "log is {} bytes", raw.len());
+    let text = String::from_utf8_lossy(&reassemble(&parse_log(&raw), "stdout")).into_owned();
+    assert!(text.ends_with("line 2999\n"), "{text}");
+    // Whole, consecutive lines up to the end.
+    let nums: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
+}
+
+#[test]
+fn terminal_stdin_reaches_the_container() {
+    let mut o = Opts::sh("read x; echo got:$x");
+    o.terminal = true;
+    o.stdin = true;
+    let c = Container::create("ptystdin", o);
+    let mut s = c.client().attach(true, true, false).expect("attach");
+    c.start();
+    attach::write_frame(&mut s, attach::STDIN, b"hello\r").expect("stdin");
+    assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 0);
+    let mut seen = Vec::new();
+    while let Ok(Some((kind, data))) = attach::read_frame(&mut s) {
+        if kind == attach::STDOUT {
+            seen.extend(data);
+        }
+    }
+    let text = String::from_utf8_lossy(&reassemble(&parse_log(&c.log()), "stdout")).into_owned();
+    assert!(text.contains("got:hello\r"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&seen).contains("got:hello"),
+        "attacher saw {seen:?}"
+    );
+}
+
+fn read_stream(mut s: std::os::unix::net::UnixStream) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+    let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+    while let Ok(Some((kind, data))) = attach::read_frame(&mut s) {
+        match kind {
+            attach::STDOUT => out.extend(data),
+            attach::STDERR => err.extend(data),
+            attach::EXIT => {
+                code = data
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            _ => panic!("unexpected frame kind {kind}"),
+        }
+    }
+    (out, err, code)
+}
+
+#[test]
+fn streaming_exec_forwards_stdin_and_output() {
+    let c = Container::create("execstream", Opts::sh("sleep 1000"));
+    c.start();
+    let argv = ["/bin/sh", "-c", "cat; echo err >&2; exit 6"]
+        .map(String::from)
+        .to_vec();
+    let (_, mut s) = c
+        .client()
+        .exec_stream(argv, vec![], false, true, Duration::ZERO)
+        .expect("exec_stream");
+    attach::write_frame(&mut s, attach::STDIN, b"ping\n").expect("stdin");
+    attach::write_frame(&mut s, attach::STDIN_CLOSE, b"").expect("close");
+    assert_eq!(
+        read_stream(s),
+        (b"ping\n".to_vec(), b"err\n".to_vec(), Some(6))
+    );
+    // The container's own log saw none of it.
+    assert!(c.log().is_empty());
+    assert!(c.client().status().expect("status").running);
+}
+
+#[test]
+fn streaming_tty_exec_resizes() {
+    let c = Container::create("exectty", Opts::sh("sleep 1000"));
+    c.start();
+    let argv = ["/bin/sh", "-c", "sleep 0.5; stty size"]
+        .map(String::from)
+        .to_vec();
+    let (id, s) = c
+        .client()
+        .exec_stream(argv, vec![], true, false, Duration::ZERO)
+        .expect("exec_stream");
+    c.client().resize_exec(id, 33, 77).expect("resize exec");
+    let (out, _, code) = read_stream(s);
+    assert_eq!(code, Some(0));
+    assert!(String::from_utf8_lossy(&out).contains("33 77"), "{out:?}");
+    let err = c
+        .client()
+        .resize_exec(id + 100, 1, 1)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.unwrap_or_default().contains("no tty exec"));
+}
+
+#[test]
+fn streaming_exec_ends_when_its_client_goes_away() {
+    let c = Container::create("exechup", Opts::sh("sleep 1000"));
+    c.start();
+    let count = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-c", "-f", "read x && sleep 100[0]"])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+    };
+    // An interactive shell waiting on stdin, on a pipe and on a pty.
+    let streams: Vec<_> = [false, true]
+        .into_iter()
+        .map(|tty| {
+            let argv = ["/bin/sh", "-c", "read x && sleep 1000"]
+                .map(String::from)
+                .to_vec();
+            c.client()
+                .exec_stream(argv, vec![], tty, true, Duration::ZERO)
+                .expect("exec_stream")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() < 2 {
+        assert!(Instant::now() < deadline, "exec'd shells never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(streams);
+    while count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "exec'd shells outlived their client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.client().status().expect("status").running);
+}

@@ -73,7 +73,20 @@ impl Client {
     }
 
     pub fn resize(&mut self, rows: u32, cols: u32) -> Result<(), ClientError> {
-        self.expect_ok(Request::Resize(monitor::Resize { rows, cols }))
+        self.expect_ok(Request::Resize(monitor::Resize {
+            rows,
+            cols,
+            exec_id: 0,
+        }))
+    }
+
+    /// Resize the pty of a streaming tty exec.
+    pub fn resize_exec(&mut self, exec_id: u64, rows: u32, cols: u32) -> Result<(), ClientError> {
+        self.expect_ok(Request::Resize(monitor::Resize {
+            rows,
+            cols,
+            exec_id,
+        }))
     }
 
     pub fn reopen_log(&mut self) -> Result<(), ClientError> {
@@ -89,12 +102,40 @@ impl Client {
         timeout: Duration,
     ) -> Result<ExecResult, ClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        match self.call(Request::Exec(monitor::Exec {
+        let req = monitor::Exec {
             argv,
             timeout_ms,
             env,
-        }))? {
+            ..Default::default()
+        };
+        match self.call(Request::Exec(req))? {
             Response::Exec(r) => Ok(r),
+            other => Err(ClientError::Unexpected(Some(other))),
+        }
+    }
+
+    /// Start a streaming exec (kubectl exec); returns its id (for
+    /// `resize_exec`) and the connection, now carrying attach frames for
+    /// the process, ending with an EXIT frame.
+    pub fn exec_stream(
+        mut self,
+        argv: Vec<String>,
+        env: Vec<String>,
+        tty: bool,
+        stdin: bool,
+        timeout: Duration,
+    ) -> Result<(u64, UnixStream), ClientError> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let req = monitor::Exec {
+            argv,
+            timeout_ms,
+            env,
+            stream: true,
+            tty,
+            stdin,
+        };
+        match self.call(Request::Exec(req))? {
+            Response::ExecStarted(s) => Ok((s.exec_id, self.stream)),
             other => Err(ClientError::Unexpected(Some(other))),
         }
     }

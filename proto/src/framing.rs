@@ -114,6 +114,7 @@ mod tests {
             request: Some(Request::Resize(Resize {
                 rows: 40,
                 cols: 120,
+                exec_id: 0,
             })),
         };
         let bytes = req.encode_length_delimited_to_vec();
@@ -135,7 +136,11 @@ mod tests {
     #[test]
     fn read_message_round_trips_and_reports_eof() {
         let req = ControlRequest {
-            request: Some(Request::Resize(Resize { rows: 1, cols: 2 })),
+            request: Some(Request::Resize(Resize {
+                rows: 1,
+                cols: 2,
+                exec_id: 0,
+            })),
         };
         let mut buf = Vec::new();
         write_message(&mut buf, &req).ok();

@@ -14,7 +14,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use pier_proto::attach;
 use pier_proto::exit_file::{self, ExitStatus};
 use pier_proto::monitor::{
-    ControlResponse, Ok as OkResp, Status, control_request::Request, control_response::Response,
+    ControlResponse, ExecStarted, Ok as OkResp, Status, control_request::Request,
+    control_response::Response,
 };
 
 use crate::args::Config;
@@ -26,6 +27,9 @@ use crate::oom::OomWatcher;
 use crate::runtime::Created;
 use crate::{daemonize, sys, terminal, timestamp};
 
+mod requests;
+use requests::resp;
+
 /// One read: the pipes are grown to 1 MiB, so a busy container fills a
 /// quarter of its pipe per read.
 const READ_BUF: usize = 256 << 10;
@@ -35,6 +39,8 @@ const READS_PER_WAKE: usize = 16;
 const IDLE_RELEASE_MS: i32 = 2000;
 const MAX_CONNS: usize = 256;
 const STDIN_PENDING_MAX: usize = 1 << 20;
+/// Longest the exit sequence spends draining output.
+const FINAL_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy)]
 pub struct Identity {
@@ -55,6 +61,7 @@ enum Token {
     Conn(usize),
     ExecOut(usize),
     ExecErr(usize),
+    ExecIn(usize),
 }
 
 pub struct Server {
@@ -73,6 +80,8 @@ pub struct Server {
     next_conn: u64,
     execs: Vec<ExecSession>,
     next_exec: u64,
+    /// Recently reaped children nobody claimed yet (pid, exit code).
+    orphans: Vec<(i32, i32)>,
     sigfd: SignalFd,
     oom: Option<OomWatcher>,
     exit: Option<(i32, i64)>,
@@ -123,6 +132,7 @@ impl Server {
             next_conn: 1,
             execs: Vec::new(),
             next_exec: 1,
+            orphans: Vec::new(),
             sigfd,
             exit: None,
             buf: Vec::new(),
@@ -216,8 +226,16 @@ impl Server {
         }
         let stdin_room = self.stdin_pending.len() < STDIN_PENDING_MAX;
         for (i, c) in self.conns.iter().enumerate() {
+            // Stop reading stdin frames while their target's buffer is full.
+            let room = match c.mode {
+                Mode::Control | Mode::WaitingExec => true,
+                Mode::Attached { .. } => stdin_room,
+                Mode::ExecStream { exec, .. } => self.execs.iter().any(|e| {
+                    e.id == exec && e.stdin_pending.len() < crate::exec::STDIN_PENDING_MAX
+                }),
+            };
             let mut ev = 0;
-            if c.wants_read() && (stdin_room || !matches!(c.mode, Mode::Attached { .. })) {
+            if c.wants_read() && room {
                 ev |= libc::POLLIN;
             }
             if c.pending_out() > 0 {
@@ -226,6 +244,18 @@ impl Server {
             add(fds, c.stream.as_raw_fd(), ev, Token::Conn(i));
         }
         for (i, e) in self.execs.iter().enumerate() {
+            // A streaming client that lags stops the exec's output (it is
+            // back-pressure on that process only; no log is involved).
+            let lagging = e.stream
+                && self.conns.iter().any(|c| {
+                    c.id == e.conn && c.pending_out() > crate::control::ATTACH_QUEUE_MAX / 2
+                });
+            if let (Some(f), false) = (&e.stdin, e.stdin_pending.is_empty()) {
+                add(fds, f.as_raw_fd(), libc::POLLOUT, Token::ExecIn(i));
+            }
+            if lagging {
+                continue;
+            }
             if let Some(f) = &e.stdout {
                 add(fds, f.as_raw_fd(), libc::POLLIN, Token::ExecOut(i));
             }
@@ -238,8 +268,8 @@ impl Server {
     fn dispatch(&mut self, tok: Token, rev: i16) {
         match tok {
             Token::Signal => self.on_signal(),
-            Token::Stdout => self.pump(Stream::Stdout, READS_PER_WAKE),
-            Token::Stderr => self.pump(Stream::Stderr, READS_PER_WAKE),
+            Token::Stdout => self.pump(Stream::Stdout, READS_PER_WAKE, None),
+            Token::Stderr => self.pump(Stream::Stderr, READS_PER_WAKE, None),
             Token::Stdin => self.feed_stdin(),
             Token::Listener => self.accept(),
             Token::Oom => {
@@ -264,7 +294,13 @@ impl Server {
             Token::ExecOut(i) | Token::ExecErr(i) => {
                 let buf = read_buf(&mut self.buf);
                 if let Some(e) = self.execs.get_mut(i) {
-                    e.on_readable(matches!(tok, Token::ExecErr(_)), buf);
+                    let conn = self.conns.iter_mut().find(|c| c.id == e.conn);
+                    e.on_readable(matches!(tok, Token::ExecErr(_)), buf, conn);
+                }
+            }
+            Token::ExecIn(i) => {
+                if let Some(e) = self.execs.get_mut(i) {
+                    e.feed_stdin();
                 }
             }
         }
@@ -273,17 +309,35 @@ impl Server {
     fn on_signal(&mut self) {
         while let Ok(Some(_)) = self.sigfd.read_signal() {}
         let (init, execs, exit) = (self.ident.pid, &mut self.execs, &mut self.exit);
+        let orphans = &mut self.orphans;
         child_reaper::reap_all(|pid, code| {
             if pid == init {
                 *exit = Some((code, timestamp::now_ns()));
             } else if let Some(e) = execs.iter_mut().find(|e| e.runc_pid == pid) {
+                e.on_runtime_exit(code);
+            } else if let Some(e) = execs.iter_mut().find(|e| e.proc_pid == Some(pid)) {
                 e.exit_code = Some(code);
+            } else {
+                // Possibly a detached exec's process, reaped before its
+                // runc was: remember it briefly.
+                if orphans.len() >= 64 {
+                    orphans.remove(0);
+                }
+                orphans.push((pid, code));
             }
         });
+        for e in self.execs.iter_mut().filter(|e| e.exit_code.is_none()) {
+            if let Some(k) = e
+                .proc_pid
+                .and_then(|p| self.orphans.iter().position(|o| o.0 == p))
+            {
+                e.exit_code = Some(self.orphans.swap_remove(k).1);
+            }
+        }
     }
 
     /// Move container output from one stream to the log and attachers.
-    fn pump(&mut self, stream: Stream, max_reads: usize) {
+    fn pump(&mut self, stream: Stream, max_reads: usize, deadline: Option<Instant>) {
         let file = match stream {
             Stream::Stdout => &mut self.stdout,
             Stream::Stderr => &mut self.stderr,
@@ -295,6 +349,10 @@ impl Server {
             Stream::Stderr => attach::STDERR,
         };
         for _ in 0..max_reads {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                crate::diag!("container {stream:?} still producing after exit; stop draining");
+                break;
+            }
             match f.read(buf) {
                 Ok(0) => {
                     *file = None;
@@ -379,15 +437,21 @@ impl Server {
     /// Requests, stdin frames, finished execs, writes, dead connections.
     fn after_events(&mut self) {
         for i in 0..self.conns.len() {
-            while let Some(input) = self.conns[i].next_input() {
-                match input {
-                    Input::Request(req) => self.handle(i, req.request),
-                    Input::Stdin(data) => {
-                        if self.stdin.is_some() {
-                            self.stdin_pending.extend_from_slice(&data);
-                        }
+            // Answer, send, and look again: a client may have pipelined
+            // several requests, which sit in the buffer with no new event.
+            loop {
+                let mut progressed = false;
+                while let Some(input) = self.conns[i].next_input() {
+                    progressed = true;
+                    match input {
+                        Input::Request(req) => self.handle(i, req.request),
+                        Input::Stdin(data) => self.route_stdin(i, Some(&data)),
+                        Input::StdinClose => self.route_stdin(i, None),
                     }
-                    Input::StdinClose => self.stdin_close = true,
+                }
+                self.conns[i].send();
+                if !progressed {
+                    break;
                 }
             }
         }
@@ -400,9 +464,10 @@ impl Server {
             self.execs[i].check_deadline(now);
             if self.execs[i].is_done() {
                 let e = self.execs.swap_remove(i);
-                let conn = e.conn;
-                let result = e.finish(read_buf(&mut self.buf));
-                if let Some(c) = self.conns.iter_mut().find(|c| c.id == conn) {
+                let (conn, stream) = (e.conn, e.stream);
+                let mut c = self.conns.iter_mut().find(|c| c.id == conn);
+                let result = e.finish(read_buf(&mut self.buf), c.as_deref_mut());
+                if let (Some(c), false) = (c, stream) {
                     c.mode = Mode::Control;
                     c.respond(&resp(Response::Exec(result)));
                 }
@@ -414,68 +479,10 @@ impl Server {
             c.send();
         }
         self.conns.retain(|c| !c.dead);
-    }
-
-    fn handle(&mut self, i: usize, req: Option<Request>) {
-        let r = match req {
-            None => Response::Error("empty request".into()),
-            Some(Request::Status(_)) => Response::Status(self.status()),
-            Some(Request::Resize(r)) => match &self.pty {
-                Some(pty) => match terminal::resize(pty, r.rows, r.cols) {
-                    Ok(()) => Response::Ok(OkResp {}),
-                    Err(e) => Response::Error(format!("resize: {e}")),
-                },
-                None => Response::Error("resize: the container has no terminal".into()),
-            },
-            Some(Request::ReopenLog(_)) => match self.log.reopen() {
-                Ok(()) => Response::Ok(OkResp {}),
-                Err(e) => {
-                    Response::Error(format!("reopen log {}: {e}", self.cfg.log_path.display()))
-                }
-            },
-            Some(Request::Attach(a)) => {
-                if a.stdin && self.stdin.is_none() {
-                    Response::Error("attach: the container's stdin is not open".into())
-                } else {
-                    self.conns[i].mode = Mode::Attached {
-                        stdin: a.stdin,
-                        stdout: a.stdout,
-                        stderr: a.stderr,
-                    };
-                    Response::Ok(OkResp {})
-                }
+        for e in self.execs.iter_mut().filter(|e| e.stream) {
+            if !self.conns.iter().any(|c| c.id == e.conn) {
+                e.hang_up();
             }
-            Some(Request::Exec(x)) => {
-                let seq = self.next_exec;
-                self.next_exec += 1;
-                match ExecSession::start(&self.cfg, seq, self.conns[i].id, &x) {
-                    Ok(e) => {
-                        self.execs.push(e);
-                        self.conns[i].mode = Mode::WaitingExec;
-                        return;
-                    }
-                    Err(e) => Response::Error(e),
-                }
-            }
-        };
-        self.conns[i].respond(&resp(r));
-    }
-
-    fn status(&self) -> Status {
-        Status {
-            pid: self.ident.pid,
-            start_time: self.ident.start_time,
-            monitor_pid: self.ident.monitor_pid,
-            monitor_start_time: self.ident.monitor_start_time,
-            running: self.exit.is_none(),
-            exit_code: self.exit.map_or(0, |e| e.0),
-            oom_killed: false,
-            attachers: self
-                .conns
-                .iter()
-                .filter(|c| matches!(c.mode, Mode::Attached { .. }))
-                .count() as u32,
-            log_bytes_dropped: self.log.dropped(),
         }
     }
 
@@ -483,9 +490,12 @@ impl Server {
     /// attachers and exec callers, then leave.
     fn shutdown(mut self) -> u8 {
         let (code, finished_ns) = self.exit.unwrap_or((-1, timestamp::now_ns()));
-        // Everything the init wrote is in the pipes by now.
-        self.pump(Stream::Stdout, usize::MAX);
-        self.pump(Stream::Stderr, usize::MAX);
+        // Everything the init wrote is in the pipes by now. A process that
+        // outlives it (shared PID namespace) and keeps writing must not hold
+        // the exit file back forever, hence the deadline.
+        let deadline = Instant::now() + FINAL_DRAIN;
+        self.pump(Stream::Stdout, usize::MAX, Some(deadline));
+        self.pump(Stream::Stderr, usize::MAX, Some(deadline));
         self.log.finish();
         let oom_killed = self.oom.as_mut().is_some_and(OomWatcher::oom_killed);
         let status = ExitStatus {
@@ -502,7 +512,8 @@ impl Server {
         }
         for e in self.execs.drain(..) {
             e.kill();
-            if let Some(c) = self.conns.iter_mut().find(|c| c.id == e.conn) {
+            let c = self.conns.iter_mut().find(|c| c.id == e.conn);
+            if let (Some(c), false) = (c, e.stream) {
                 c.respond(&resp(Response::Error(
                     "container exited during exec".into(),
                 )));
@@ -546,10 +557,6 @@ impl Server {
             let _ = sys::poll(&mut fds, ms);
         }
     }
-}
-
-fn resp(r: Response) -> ControlResponse {
-    ControlResponse { response: Some(r) }
 }
 
 fn read_buf(buf: &mut Vec<u8>) -> &mut [u8] {
