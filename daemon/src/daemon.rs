@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use pier_storage::{Database, DbError, SandboxRecord};
+use pier_storage::{Database, DbError, ImageStore, SandboxRecord};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -15,14 +15,17 @@ pub struct Daemon {
     /// Serialises calls on one sandbox or container.
     pub locks: KeyedLocks,
     db: Arc<Mutex<Database>>,
+    /// Images, layers and container root filesystems (shares `db`).
+    pub images: ImageStore,
 }
 
 impl Daemon {
-    pub fn new(config: Config, db: Database) -> Self {
+    pub fn new(config: Config, db: Arc<Mutex<Database>>, images: ImageStore) -> Self {
         Self {
             config,
             locks: KeyedLocks::default(),
-            db: Arc::new(Mutex::new(db)),
+            db,
+            images,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use pier_storage::DbError;
+use pier_storage::{DbError, ErrorKind, ImageError};
 use tonic::Status;
 
 use crate::network::cni::CniError;
@@ -26,6 +26,8 @@ pub enum Error {
     NetworkNotReady(#[from] ConflistError),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -43,6 +45,16 @@ impl From<Error> for Status {
             Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => {
                 Status::already_exists(message)
             }
+            Error::Image(e) => match e.kind() {
+                ErrorKind::InvalidArgument => Status::invalid_argument(message),
+                ErrorKind::NotFound => Status::not_found(message),
+                ErrorKind::Unauthenticated => Status::unauthenticated(message),
+                ErrorKind::Unavailable => Status::unavailable(message),
+                ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+                ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
+                ErrorKind::DataLoss => Status::data_loss(message),
+                ErrorKind::Internal => Status::internal(message),
+            },
             Error::Setup { .. } | Error::Cni(_) | Error::Db(_) | Error::Task(_) => {
                 Status::internal(message)
             }
@@ -75,6 +87,8 @@ pub enum StartError {
     Listen { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("open image store: {0}")]
+    Images(#[from] ImageError),
     #[error("serve CRI: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("install signal handler: {0}")]

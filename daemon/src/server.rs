@@ -41,7 +41,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         })?;
 
     let listen = config.listen.clone();
-    let daemon = Arc::new(Daemon::new(config, db));
+    let db = Arc::new(std::sync::Mutex::new(db));
+    let images = pier_storage::ImageStore::open(
+        crate::service::image_store_config(&config),
+        Arc::clone(&db),
+    )
+    .await?;
+    let daemon = Arc::new(Daemon::new(config, db, images));
     if let Err(e) = crate::sandbox::reconcile(&daemon).await {
         // Serving with stale state beats not serving: kubelet re-syncs pods.
         tracing::error!(error = %e, "reconciling sandboxes failed");

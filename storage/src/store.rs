@@ -610,6 +610,14 @@ impl ImageStore {
     }
 }
 
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("root", &self.inner.config.root)
+            .finish()
+    }
+}
+
 fn lock_db(db: &Mutex<Database>) -> std::sync::MutexGuard<'_, Database> {
     db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

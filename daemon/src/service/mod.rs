@@ -4,7 +4,7 @@
 mod image;
 mod runtime;
 
-pub use image::ImageService;
+pub use image::{ImageService, image_store_config};
 pub use runtime::RuntimeService;
 
 use tonic::Status;
