@@ -12,6 +12,7 @@ pub mod digest;
 mod error;
 pub mod fsops;
 mod gc;
+mod image;
 mod layers;
 mod manifest;
 mod reference;
@@ -27,7 +28,8 @@ pub use db::{
     migrations::SCHEMA_VERSION,
 };
 pub use error::{ErrorKind, ImageError, PullError};
+pub use image::{FsInfo, Image, Usage};
 pub use manifest::Platform;
 pub use reference::{ImageRef, ImageSpec};
 pub use registry::{Auth, RegistryConfig};
-pub use store::{FsInfo, Image, ImageStore, SharedDatabase, StoreConfig, Usage};
+pub use store::{ImageStore, SharedDatabase, StoreConfig};

@@ -23,6 +23,11 @@ impl ImageRef {
             return Err(invalid("empty reference".into()));
         }
         let inner = Reference::try_from(trimmed).map_err(|e| invalid(e.to_string()))?;
+        // The grammar lets an uppercase first component through when it is
+        // not taken for a host; docker refuses those, so does pier.
+        if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("repository name must be lowercase".into()));
+        }
         if let Some(digest) = inner.digest() {
             Digest::parse(digest).map_err(invalid)?;
         }

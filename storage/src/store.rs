@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{RwLock, Semaphore};
 
-use crate::config::{ConfigFile, ImageConfig};
+use crate::config::ConfigFile;
 use crate::db::{Database, DbError, ImageRecord, LayerRecord};
 use crate::digest::{self, Digest};
 use crate::error::{ImageError, PullError};
+use crate::image::{FsInfo, Image};
 use crate::layers::{self, LayerDirs, LayerJob, Leases, PullState};
 use crate::manifest::{Manifest, Platform};
 use crate::reference::{ImageRef, ImageSpec};
@@ -49,69 +50,6 @@ impl StoreConfig {
             max_concurrent_layers: 4,
         }
     }
-}
-
-/// A stored image as ListImages and ImageStatus report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    /// The config digest, `sha256:<hex>`.
-    pub id: String,
-    pub repo_tags: Vec<String>,
-    pub repo_digests: Vec<String>,
-    /// Compressed size of the layers plus the config, as registries count it.
-    pub size: u64,
-    pub pinned: bool,
-    /// From the config's `User`: a uid when numeric, else a user name.
-    pub uid: Option<i64>,
-    pub username: String,
-    pub config: ImageConfig,
-    /// The config file exactly as pulled (for verbose ImageStatus).
-    pub raw_config: Vec<u8>,
-    pub manifest_digest: String,
-    /// Chain ids, bottom layer first.
-    pub layers: Vec<String>,
-}
-
-impl Image {
-    fn from_record(record: ImageRecord) -> Self {
-        let config = ConfigFile::parse(&record.config)
-            .map(|f| f.config)
-            .unwrap_or_default();
-        let (uid, username) = config.uid_and_username();
-        let (repo_digests, repo_tags) = record.names.into_iter().partition(|n| n.contains('@'));
-        Self {
-            id: record.id,
-            repo_tags,
-            repo_digests,
-            size: record.size,
-            pinned: record.pinned,
-            uid,
-            username,
-            config,
-            raw_config: record.config,
-            manifest_digest: record.manifest_digest,
-            layers: record.layers,
-        }
-    }
-}
-
-/// Bytes and inodes used under one directory tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub inodes: u64,
-}
-
-/// What ImageFsInfo reports.
-#[derive(Debug, Clone, Default)]
-pub struct FsInfo {
-    /// Nanoseconds since the Unix epoch when measured.
-    pub timestamp: i64,
-    /// Blobs and unpacked layers.
-    pub images: Usage,
-    /// Containers' writable layers.
-    pub containers: Usage,
 }
 
 /// The image and layer store. Cheap to clone; all clones share state.
@@ -607,6 +545,14 @@ impl ImageStore {
         let root = self.inner.config.root.clone();
         let id = container_id.to_owned();
         blocking(move || rootfs::unmount(&root, &id)).await
+    }
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore")
+            .field("root", &self.inner.config.root)
+            .finish()
     }
 }
 

@@ -7,8 +7,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::image::{FsInfo, Usage};
 use crate::rootfs;
-use crate::store::{FsInfo, Usage};
 
 pub fn tree_usage(path: &Path) -> Usage {
     let mut usage = Usage {

@@ -1,21 +1,16 @@
-//! CRI ImageService.
+//! CRI ImageService: a thin translation onto `pier_storage::ImageStore`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_cri::v1::image_service_server;
 use k8s_cri::v1::*;
+use pier_storage::{Auth, StoreConfig};
 use tonic::{Request, Response, Status};
 
-use super::unimplemented;
+use crate::config::Config;
 use crate::daemon::Daemon;
-
-/// The image store's settings from pierd's configuration.
-pub fn image_store_config(config: &crate::config::Config) -> pier_storage::StoreConfig {
-    let mut store = pier_storage::StoreConfig::new(&config.root);
-    store.registry.mirrors = config.registry.mirrors.clone();
-    store.registry.insecure = config.registry.insecure.clone();
-    store
-}
+use crate::error::Error;
 
 pub struct ImageService {
     daemon: Arc<Daemon>,
@@ -27,53 +22,168 @@ impl ImageService {
     }
 }
 
+/// The image store's settings from pierd's config.
+pub fn image_store_config(config: &Config) -> StoreConfig {
+    let mut store = StoreConfig::new(&config.root);
+    store.registry.mirrors = config.registry.mirrors.clone();
+    store.registry.insecure = config.registry.insecure.clone();
+    store
+}
+
+/// The image a request names; an empty name is the caller's mistake.
+fn image_name(spec: Option<&ImageSpec>, field: &'static str) -> Result<String, Error> {
+    let name = spec.map(|s| s.image.trim()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Error::InvalidArgument {
+            field,
+            reason: "no image given".into(),
+        });
+    }
+    Ok(name.to_owned())
+}
+
+fn to_cri(image: pier_storage::Image) -> Image {
+    Image {
+        id: image.id.clone(),
+        repo_tags: image.repo_tags,
+        repo_digests: image.repo_digests,
+        size: image.size,
+        uid: image.uid.map(|value| Int64Value { value }),
+        username: image.username,
+        spec: Some(ImageSpec {
+            image: image.id,
+            ..Default::default()
+        }),
+        pinned: image.pinned,
+    }
+}
+
+fn verbose_info(image: &pier_storage::Image) -> HashMap<String, String> {
+    let config: serde_json::Value =
+        serde_json::from_slice(&image.raw_config).unwrap_or(serde_json::Value::Null);
+    let info = serde_json::json!({
+        "id": image.id,
+        "manifestDigest": image.manifest_digest,
+        "chainIDs": image.layers,
+        "imageSpec": config,
+    });
+    HashMap::from([("info".to_owned(), info.to_string())])
+}
+
+fn usage(
+    fs: &pier_storage::Usage,
+    mountpoint: &std::path::Path,
+    timestamp: i64,
+) -> FilesystemUsage {
+    FilesystemUsage {
+        timestamp,
+        fs_id: Some(FilesystemIdentifier {
+            mountpoint: mountpoint.display().to_string(),
+        }),
+        used_bytes: Some(UInt64Value { value: fs.bytes }),
+        inodes_used: Some(UInt64Value { value: fs.inodes }),
+    }
+}
+
 #[tonic::async_trait]
 impl image_service_server::ImageService for ImageService {
     async fn list_images(
         &self,
-        _request: Request<ListImagesRequest>,
+        request: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        unimplemented("ListImages")
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image);
+        let images = self
+            .daemon
+            .images
+            .list(filter.as_deref())
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(ListImagesResponse {
+            images: images.into_iter().map(to_cri).collect(),
+        }))
     }
 
     async fn image_status(
         &self,
-        _request: Request<ImageStatusRequest>,
+        request: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
-        unimplemented("ImageStatus")
+        let request = request.into_inner();
+        let name = image_name(request.image.as_ref(), "image")?;
+        tracing::Span::current().record("image", name.as_str());
+        let found = self
+            .daemon
+            .images
+            .status(&name)
+            .await
+            .map_err(Error::from)?;
+        let info = match (&found, request.verbose) {
+            (Some(image), true) => verbose_info(image),
+            _ => HashMap::new(),
+        };
+        Ok(Response::new(ImageStatusResponse {
+            image: found.map(to_cri),
+            info,
+        }))
     }
 
     async fn pull_image(
         &self,
         request: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
-        let image = request
-            .into_inner()
-            .image
-            .map(|i| i.image)
+        let request = request.into_inner();
+        let name = image_name(request.image.as_ref(), "image")?;
+        tracing::Span::current().record("image", name.as_str());
+        let auth = request
+            .auth
+            .map(|a| Auth {
+                username: a.username,
+                password: a.password,
+                auth: a.auth,
+                server_address: a.server_address,
+                identity_token: a.identity_token,
+                registry_token: a.registry_token,
+            })
             .unwrap_or_default();
-        let pulled = self
+        let image = self
             .daemon
             .images
-            .pull(&image, &pier_storage::Auth::default())
+            .pull(&name, &auth)
             .await
-            .map_err(crate::error::Error::from)?;
+            .map_err(Error::from)?;
         Ok(Response::new(PullImageResponse {
-            image_ref: pulled.id,
+            image_ref: image.id,
         }))
     }
 
     async fn remove_image(
         &self,
-        _request: Request<RemoveImageRequest>,
+        request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
-        unimplemented("RemoveImage")
+        let name = image_name(request.into_inner().image.as_ref(), "image")?;
+        tracing::Span::current().record("image", name.as_str());
+        self.daemon
+            .images
+            .remove(&name)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(RemoveImageResponse {}))
     }
 
     async fn image_fs_info(
         &self,
         _request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        unimplemented("ImageFsInfo")
+        let info = self.daemon.images.fs_info().await.map_err(Error::from)?;
+        // One filesystem holds both: the same mountpoint tells kubelet the
+        // image and container filesystems are not split.
+        let root = self.daemon.images.root().to_path_buf();
+        Ok(Response::new(ImageFsInfoResponse {
+            image_filesystems: vec![usage(&info.images, &root, info.timestamp)],
+            container_filesystems: vec![usage(&info.containers, &root, info.timestamp)],
+        }))
     }
 }
