@@ -3,7 +3,9 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
-use k8s_cri::v1::{ListContainersRequest, RuntimeCondition, StatusRequest, VersionRequest};
+use k8s_cri::v1::{
+    ContainerStatsRequest, ContainerStatusRequest, RuntimeCondition, StatusRequest, VersionRequest,
+};
 use pier_tests::{Pierd, PierdOptions};
 
 /// The runtime conditions a pierd reports.
@@ -192,14 +194,13 @@ async fn a_regular_file_at_the_socket_path_is_not_replaced() {
 async fn rpcs_not_built_yet_answer_unimplemented_with_their_name() {
     let pierd = Pierd::start().await;
     let mut cri = pierd.cri().await;
-    let err = cri
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await
-        .expect_err("ok?");
+    let request = ContainerStatsRequest {
+        container_id: "0".repeat(64),
+    };
+    let err = cri.runtime.container_stats(request).await.expect_err("ok?");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("ListContainers"),
+        err.message().contains("ContainerStats"),
         "{}",
         err.message()
     );
@@ -223,12 +224,11 @@ async fn sigterm_stops_cleanly_and_removes_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_logged_in_a_span_naming_its_method() {
     let pierd = Pierd::start().await;
-    let _ = pierd
-        .cri()
-        .await
-        .runtime
-        .list_containers(ListContainersRequest::default())
-        .await;
+    let request = ContainerStatusRequest {
+        container_id: "0".repeat(64),
+        verbose: false,
+    };
+    let _ = pierd.cri().await.runtime.container_status(request).await;
     let log = pierd.log();
-    assert!(log.contains("method=\"ListContainers\""), "{log}");
+    assert!(log.contains("method=\"ContainerStatus\""), "{log}");
 }
