@@ -543,37 +543,125 @@ async fn a_full_pod_lifecycle_leaks_nothing() {
     let logs = tempfile::tempdir().expect("tempdir");
     let mut cri = pierd.cri().await.runtime;
     let (pod_id, pod) = running_pod(&mut cri, pod("leak", logs.path())).await;
-    let a = run(&mut cri, &pod_id, &pod, container("a", &image, "exec sleep 1000")).await;
+    let a = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("a", &image, "exec sleep 1000"),
+    )
+    .await;
     let b = run(&mut cri, &pod_id, &pod, container("b", &image, "exit 0")).await;
     wait_exited(&mut cri, &b, Duration::from_secs(10)).await;
     let monitor = {
         let response = cri
-            .container_status(ContainerStatusRequest { container_id: a.clone(), verbose: true })
+            .container_status(ContainerStatusRequest {
+                container_id: a.clone(),
+                verbose: true,
+            })
             .await
             .expect("status");
         let info: serde_json::Value =
             serde_json::from_str(&response.into_inner().info["info"]).expect("info json");
         info["monitorPid"].as_i64().expect("monitor pid")
     };
-    cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.expect("stopp");
-    cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod_id }).await.expect("rmp");
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .expect("stopp");
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
 
     let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let dir = pierd.root().parent().expect("fixture dir").display().to_string();
+    let dir = pierd
+        .root()
+        .parent()
+        .expect("fixture dir")
+        .display()
+        .to_string();
     let mounts: Vec<&str> = table.lines().filter(|l| l.contains(&dir)).collect();
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     for kind in ["netns", "ipcns", "utsns", "containers", "sandboxes"] {
-        let left = std::fs::read_dir(pierd.runroot().join(kind)).map(|d| d.count()).unwrap_or(0);
+        let left = std::fs::read_dir(pierd.runroot().join(kind))
+            .map(|d| d.count())
+            .unwrap_or(0);
         assert_eq!(left, 0, "{kind} entries left");
     }
     // Gone, or an exited process init has not reaped yet.
     let stat = std::fs::read_to_string(format!("/proc/{monitor}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("gone");
-    assert!(matches!(state, "gone" | "Z" | "X"), "monitor {monitor} still runs ({state})");
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("gone");
+    assert!(
+        matches!(state, "gone" | "Z" | "X"),
+        "monitor {monitor} still runs ({state})"
+    );
     for id in [&a, &b] {
         let cgroup = format!("/sys/fs/cgroup/memory/pier/pier-{id}");
-        assert!(!std::path::Path::new(&cgroup).exists(), "cgroup {cgroup} left");
+        assert!(
+            !std::path::Path::new(&cgroup).exists(),
+            "cgroup {cgroup} left"
+        );
     }
-    let list = cri.list_containers(ListContainersRequest { filter: None }).await.expect("list");
+    let list = cri
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .expect("list");
     assert!(list.into_inner().containers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_container_resources_changes_the_cgroup() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("update", logs.path())).await;
+    let id = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("resized", &image, "exec sleep 1000"),
+    )
+    .await;
+    let limit = 48_u64 << 20;
+    cri.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: limit as i64,
+            cpu_shares: 256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let read =
+        |file: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{file}")).unwrap_or_default();
+    assert_eq!(
+        read(&format!("memory/pier/pier-{id}/memory.limit_in_bytes")).trim(),
+        limit.to_string()
+    );
+    assert_eq!(
+        read(&format!("cpu/pier/pier-{id}/cpu.shares")).trim(),
+        "256"
+    );
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+    let err = cri
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id,
+            ..Default::default()
+        })
+        .await
+        .expect_err("updated a removed container");
+    assert_eq!(err.code(), tonic::Code::NotFound);
 }

@@ -213,6 +213,42 @@ pub async fn stop_all_in_sandbox(
     Ok(())
 }
 
+/// Applies new cgroup limits to a created or running container (`runc update`).
+pub async fn update_resources(
+    daemon: &Daemon,
+    id: &str,
+    resources: Option<k8s_cri::v1::LinuxContainerResources>,
+) -> Result<(), Error> {
+    let record = find(daemon, id).await?;
+    let _guard = daemon.locks.lock(&record.id).await;
+    if record.state != CREATED && record.state != RUNNING {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is {}; only created or running containers can be updated",
+            record.id, record.state
+        )));
+    }
+    let Some(resources) = resources else {
+        return Ok(());
+    };
+    let mut json = super::spec::resources(Some(&resources), Vec::new());
+    // Device rules are fixed at create; an empty list here would not mean "none".
+    if let Some(object) = json.as_object_mut() {
+        object.remove("devices");
+    }
+    let runtime = ContainerRuntime::from_record(&record);
+    let input = json.to_string();
+    let args = ["update", "--resources", "-", record.id.as_str()];
+    runc::run_with_input(
+        &runtime.runtime,
+        &runtime.runtime_root,
+        &args,
+        Some(input.as_bytes()),
+    )
+    .await?;
+    tracing::info!("container resources updated");
+    Ok(())
+}
+
 /// Runs a command in a running container through its monitor.
 pub async fn exec_sync(
     daemon: &Daemon,

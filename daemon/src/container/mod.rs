@@ -16,7 +16,9 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 pub use create::create;
-pub use lifecycle::{exec_sync, reconcile, remove, reopen_log, start, stop, stop_all_in_sandbox};
+pub use lifecycle::{
+    exec_sync, reconcile, remove, reopen_log, start, stop, stop_all_in_sandbox, update_resources,
+};
 pub use view::{list, status};
 
 /// Container states as stored. `creating` marks a row whose setup has not
