@@ -33,3 +33,4 @@ pub use manifest::Platform;
 pub use reference::{ImageRef, ImageSpec};
 pub use registry::{Auth, RegistryConfig};
 pub use store::{ImageStore, SharedDatabase, StoreConfig};
+pub use usage::tree_usage;

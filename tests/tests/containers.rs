@@ -665,3 +665,71 @@ async fn update_container_resources_changes_the_cgroup() {
         .expect_err("updated a removed container");
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_cpu_memory_and_the_writable_layer() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("stats", logs.path())).await;
+    let script = "head -c 300000 /dev/zero > /tmp/blob; exec sleep 1000";
+    let id = run(&mut cri, &pod_id, &pod, container("busy", &image, script)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = cri
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .expect("cpu")
+        .value;
+    assert!(cpu > 0, "cpu {cpu}");
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .expect("memory")
+        .value;
+    assert!(memory > 0, "working set {memory}");
+    let layer = stats
+        .writable_layer
+        .and_then(|w| w.used_bytes)
+        .expect("layer")
+        .value;
+    assert!(layer >= 300_000, "writable layer {layer}");
+
+    let filter = ContainerStatsFilter {
+        pod_sandbox_id: pod_id.clone(),
+        ..Default::default()
+    };
+    let listed = cri
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(filter),
+        })
+        .await;
+    assert_eq!(
+        listed.expect("ListContainerStats").into_inner().stats.len(),
+        1
+    );
+    let pod_stats = cri
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    assert_eq!(pod_stats.linux.expect("linux").containers.len(), 1);
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}

@@ -6,6 +6,7 @@ pub mod launch;
 mod lifecycle;
 mod runc;
 pub mod spec;
+pub mod stats;
 mod view;
 
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
 pub use process::{Identity, UserDb};
-pub use resources::{cgroups_path, oom_score_adj, resources};
+pub use resources::{cgroups_path, oom_score_adj, resources, unified_host};
 
 use crate::sandbox::SandboxRuntime;
 

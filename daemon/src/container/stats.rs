@@ -1,0 +1,254 @@
+//! ContainerStats and PodSandboxStats: CPU and memory from the cgroups the
+//! processes are in (v1 or v2, found through /proc/<pid>/cgroup, so cgroupfs
+//! and systemd layouts alike), writable-layer usage from the container's
+//! upper directory.
+
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1::{
+    ContainerAttributes, ContainerFilter, ContainerStats, ContainerStatsFilter, CpuUsage,
+    FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage, PodSandboxAttributes,
+    PodSandboxStats, PodSandboxStatsFilter, UInt64Value,
+};
+use pier_storage::ContainerRecord;
+
+use super::{ContainerRuntime, RUNNING, config_of, exits, list};
+use crate::daemon::Daemon;
+use crate::error::Error;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+fn value(v: u64) -> Option<UInt64Value> {
+    Some(UInt64Value { value: v })
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A `key value` line of a stat file such as memory.stat.
+fn stat_value(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Where a process's CPU and memory are accounted: (cpu dir, memory dir, v2).
+fn cgroup_dirs(pid: i32) -> Option<(PathBuf, PathBuf, bool)> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (mut cpu, mut memory, mut unified) = (None, None, None);
+    for line in table.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            unified = Some(path.to_owned());
+        }
+        for controller in controllers.split(',') {
+            match controller {
+                "cpuacct" => cpu = Some(Path::new(CGROUP_ROOT).join(controllers).join(path)),
+                "memory" => memory = Some(Path::new(CGROUP_ROOT).join("memory").join(path)),
+                _ => {}
+            }
+        }
+    }
+    match (cpu, memory, unified) {
+        (Some(cpu), Some(memory), _) => Some((cpu, memory, false)),
+        // A v2-only host: the unified hierarchy is mounted at the root.
+        (_, _, Some(path)) if super::spec::unified_host() => {
+            let dir = Path::new(CGROUP_ROOT).join(path);
+            Some((dir.clone(), dir, true))
+        }
+        _ => None,
+    }
+}
+
+/// CPU and memory of a cgroup at one instant.
+fn usage(cpu_dir: &Path, memory_dir: &Path, v2: bool) -> (Option<CpuUsage>, Option<MemoryUsage>) {
+    let timestamp = crate::time::now_ns();
+    let memory_stat = memory_dir.join("memory.stat");
+    let (cpu_ns, used, inactive, rss, faults, major) = if v2 {
+        (
+            stat_value(&cpu_dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+            read_u64(&memory_dir.join("memory.current")),
+            stat_value(&memory_stat, "inactive_file"),
+            stat_value(&memory_stat, "anon"),
+            stat_value(&memory_stat, "pgfault"),
+            stat_value(&memory_stat, "pgmajfault"),
+        )
+    } else {
+        (
+            read_u64(&cpu_dir.join("cpuacct.usage")),
+            read_u64(&memory_dir.join("memory.usage_in_bytes")),
+            stat_value(&memory_stat, "total_inactive_file"),
+            stat_value(&memory_stat, "total_rss"),
+            stat_value(&memory_stat, "total_pgfault"),
+            stat_value(&memory_stat, "total_pgmajfault"),
+        )
+    };
+    let cpu = cpu_ns.map(|ns| CpuUsage {
+        timestamp,
+        usage_core_nano_seconds: value(ns),
+        usage_nano_cores: None,
+    });
+    let memory = used.map(|used| MemoryUsage {
+        timestamp,
+        // As kubelet computes it: what cannot be reclaimed under pressure.
+        working_set_bytes: value(used.saturating_sub(inactive.unwrap_or(0))),
+        available_bytes: None,
+        usage_bytes: value(used),
+        rss_bytes: rss.and_then(value),
+        page_faults: faults.and_then(value),
+        major_page_faults: major.and_then(value),
+    });
+    (cpu, memory)
+}
+
+fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats {
+    let config = config_of(record);
+    let runtime = ContainerRuntime::from_record(record);
+    let alive = record.state == RUNNING
+        && runtime.pid > 0
+        && exits::start_time(runtime.pid) == Some(runtime.start_time);
+    let (cpu, memory) = match cgroup_dirs(runtime.pid).filter(|_| alive) {
+        Some((cpu, memory, v2)) => usage(&cpu, &memory, v2),
+        None => (None, None),
+    };
+    let upper = daemon
+        .config
+        .root
+        .join("containers")
+        .join(&record.id)
+        .join("upper");
+    let layer = pier_storage::tree_usage(&upper);
+    ContainerStats {
+        attributes: Some(ContainerAttributes {
+            id: record.id.clone(),
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        }),
+        cpu,
+        memory,
+        writable_layer: Some(FilesystemUsage {
+            timestamp: crate::time::now_ns(),
+            fs_id: Some(FilesystemIdentifier {
+                mountpoint: upper.display().to_string(),
+            }),
+            used_bytes: value(layer.bytes),
+            inodes_used: value(layer.inodes),
+        }),
+        swap: None,
+    }
+}
+
+/// ContainerStats for one container.
+pub async fn one(daemon: &Daemon, id: &str) -> Result<ContainerStats, Error> {
+    let record = daemon
+        .find_container(id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "container",
+            id: id.to_owned(),
+        })?;
+    Ok(container_stats(daemon, &record))
+}
+
+/// ListContainerStats: the containers the filter selects.
+pub async fn many(
+    daemon: &Daemon,
+    filter: Option<ContainerStatsFilter>,
+) -> Result<Vec<ContainerStats>, Error> {
+    let filter = filter.map(|f| ContainerFilter {
+        id: f.id,
+        state: None,
+        pod_sandbox_id: f.pod_sandbox_id,
+        label_selector: f.label_selector,
+    });
+    let mut out = Vec::new();
+    for container in list(daemon, filter).await? {
+        if let Some(record) = daemon.find_container(&container.id).await? {
+            out.push(container_stats(daemon, &record));
+        }
+    }
+    Ok(out)
+}
+
+/// PodSandboxStats: the pod's cgroup parent when kubelet gave one, and its containers.
+pub async fn pod(daemon: &Daemon, id: &str) -> Result<PodSandboxStats, Error> {
+    let record = daemon
+        .find_sandbox(id)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "pod sandbox",
+            id: id.to_owned(),
+        })?;
+    let config = crate::sandbox::config_of(&record);
+    let filter = ContainerStatsFilter {
+        pod_sandbox_id: record.id.clone(),
+        ..Default::default()
+    };
+    let containers = many(daemon, Some(filter)).await?;
+    let parent = config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .unwrap_or_default();
+    let (cpu, memory) = pod_usage(&parent);
+    Ok(PodSandboxStats {
+        attributes: Some(PodSandboxAttributes {
+            id: record.id.clone(),
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        }),
+        linux: Some(LinuxPodSandboxStats {
+            cpu,
+            memory,
+            network: None,
+            process: None,
+            containers,
+        }),
+        windows: None,
+    })
+}
+
+/// Usage of a pod's cgroup parent (cgroupfs layout), if it exists.
+fn pod_usage(parent: &str) -> (Option<CpuUsage>, Option<MemoryUsage>) {
+    let parent = parent.trim_start_matches('/');
+    if parent.is_empty() {
+        return (None, None);
+    }
+    if super::spec::unified_host() {
+        let dir = Path::new(CGROUP_ROOT).join(parent);
+        return if dir.is_dir() {
+            usage(&dir, &dir, true)
+        } else {
+            (None, None)
+        };
+    }
+    let cpu = Path::new(CGROUP_ROOT).join("cpuacct").join(parent);
+    let memory = Path::new(CGROUP_ROOT).join("memory").join(parent);
+    if memory.is_dir() {
+        usage(&cpu, &memory, false)
+    } else {
+        (None, None)
+    }
+}
+
+/// ListPodSandboxStats: the pods the filter selects.
+pub async fn pods(
+    daemon: &Daemon,
+    filter: Option<PodSandboxStatsFilter>,
+) -> Result<Vec<PodSandboxStats>, Error> {
+    let filter = filter.map(|f| k8s_cri::v1::PodSandboxFilter {
+        id: f.id,
+        state: None,
+        label_selector: f.label_selector,
+    });
+    let mut out = Vec::new();
+    for sandbox in crate::sandbox::list(daemon, filter).await? {
+        out.push(pod(daemon, &sandbox.id).await?);
+    }
+    Ok(out)
+}
