@@ -7,6 +7,7 @@ pub mod client;
 pub mod image;
 pub mod pierd;
 pub mod registry;
+pub mod workload;
 
 pub use client::Cri;
 pub use image::{ImageSpec, PushedImage};

@@ -1,0 +1,139 @@
+//! Containers across pierd crashes: monitors keep them running, exit files
+//! keep their real exit codes, logs keep every line.
+
+use std::time::Duration;
+
+use k8s_cri::v1::*;
+use pier_tests::Registry;
+use pier_tests::workload::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_while_pierd_is_down_are_recorded_after_restart() {
+    let registry = Registry::start();
+    let (mut pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let pod = pod("restart", logs.path());
+    let mut cri = pierd.cri().await.runtime;
+    let pod_id = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let short = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("short", &image, "sleep 1; exit 5"),
+    )
+    .await;
+    let long = run(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("long", &image, "exec sleep 1000"),
+    )
+    .await;
+    drop(cri);
+    pierd.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pierd.restart().await;
+
+    let mut cri = pierd.cri().await.runtime;
+    let short_status = wait_exited(&mut cri, &short, Duration::from_secs(5)).await;
+    assert_eq!(short_status.exit_code, 5, "the real exit code, not a guess");
+    let long_status = status(&mut cri, &long).await;
+    assert_eq!(
+        long_status.state,
+        ContainerState::ContainerRunning as i32,
+        "kept running"
+    );
+    cri.stop_container(StopContainerRequest {
+        container_id: long.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop after restart");
+    assert_eq!(status(&mut cri, &long).await.exit_code, 137);
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_containers_survive_a_pierd_crash_with_real_exits_and_gapless_logs() {
+    let registry = Registry::start();
+    let (mut pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("crash", logs.path())).await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        // Even ones count for a while and exit with their own code, some of
+        // them while pierd is down or starting; odd ones count on.
+        let script = if n % 2 == 0 {
+            format!(
+                "i=0; while [ $i -lt {} ]; do echo line-$i; i=$((i+1)); sleep 0.1; done; exit {}",
+                10 + n * 2,
+                n + 1
+            )
+        } else {
+            "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done".to_owned()
+        };
+        ids.push(
+            run(
+                &mut cri,
+                &pod_id,
+                &pod,
+                container(&format!("c{n}"), &image, &script),
+            )
+            .await,
+        );
+    }
+    drop(cri);
+    pierd.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pierd.restart().await;
+
+    let mut cri = pierd.cri().await.runtime;
+    for (n, id) in ids.iter().enumerate() {
+        if n % 2 == 0 {
+            let status = wait_exited(&mut cri, id, Duration::from_secs(20)).await;
+            assert_eq!(status.exit_code, n as i32 + 1, "container c{n}");
+        } else {
+            assert_eq!(
+                status(&mut cri, id).await.state,
+                ContainerState::ContainerRunning as i32,
+                "c{n}"
+            );
+        }
+    }
+    for (n, id) in ids.iter().enumerate().filter(|(n, _)| n % 2 == 1) {
+        cri.stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .expect("stop");
+        // Every line the container wrote is in the log, in order, once.
+        let log = std::fs::read_to_string(logs.path().join(format!("c{n}/0.log"))).expect("log");
+        let counts: Vec<u64> = log
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.strip_prefix("line-")?.parse().ok())
+            .collect();
+        assert!(counts.len() > 30, "c{n} logged only {} lines", counts.len());
+        for (expected, got) in counts.iter().enumerate() {
+            assert_eq!(*got, expected as u64, "c{n}: gap or duplicate in the log");
+        }
+    }
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
