@@ -404,16 +404,21 @@ impl Drop for Umount {
 #[test]
 fn full_disk_drops_log_output_but_keeps_the_exit_status() {
     let o = Opts::sh("head -c 2000000 /dev/zero | tr '\\0' x; echo; echo bye; exit 5");
-    let c = Container::prepare("diskfull", &o);
-    let mnt = c.dir.path().join("logs");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
+    // Declared first, dropped last: the container (and its monitor) go,
+    // then the mount, then the dir it was on.
+    let mnt = tempfile::Builder::new()
+        .prefix("pmfull")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     let st = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
+        .arg(mnt.path())
         .status()
         .expect("mount");
     assert!(st.success());
-    let _umount = Umount(mnt);
+    let _umount = Umount(mnt.path().to_path_buf());
+    let mut c = Container::prepare("diskfull", &o);
+    c.log_path = mnt.path().join("0.log");
     let c = c.launch(o);
     c.start();
     let st = c.wait_exit(EXIT_WAIT);
