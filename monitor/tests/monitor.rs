@@ -233,6 +233,16 @@ fn launcher_killed_mid_run_loses_nothing() {
         c.log().len() > before,
         "log stopped growing after the launcher died"
     );
+    // A restarted daemon reconnects and recognises both processes by
+    // (pid, start time) from its own records (here: the pid files).
+    let st = c.client().status().expect("status after the launcher died");
+    assert!(st.running);
+    assert_eq!(st.pid, c.created_pid());
+    let recorded = std::fs::read_to_string(c.run_dir.join("monitor.pid")).expect("monitor.pid");
+    assert_eq!(
+        recorded,
+        format!("{} {}\n", st.monitor_pid, st.monitor_start_time)
+    );
     assert!(c.monitor_alive());
     assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 4);
     let text = String::from_utf8_lossy(&reassemble(&parse_log(&c.log()), "stdout")).into_owned();
