@@ -358,6 +358,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("monitor {} stderr:\n{}", self.id, self.monitor_err());
+        }
         let _ = self.runc(&["kill", &self.id, "KILL"]);
         let _ = self.runc(&["delete", "--force", &self.id]);
         // Give it the chance to finish its exit sequence before the temp
