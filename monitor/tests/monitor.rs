@@ -306,6 +306,13 @@ fn exec_returns_output_exit_code_and_honours_timeout_and_cap() {
         .expect("exec");
     assert!(r.timed_out && r.exit_code == 137, "{r:?}");
     assert!(t0.elapsed() < Duration::from_secs(10));
+    // The exec'd process itself is gone, not only runc.
+    let ps = ["/bin/ps", "-o", "args"].map(String::from).to_vec();
+    let r = cl.exec(ps, vec![], Duration::ZERO).expect("exec ps");
+    assert!(
+        !String::from_utf8_lossy(&r.stdout).contains("sleep 30"),
+        "{r:?}"
+    );
     let r = cl
         .exec(
             vec![
