@@ -285,10 +285,17 @@ impl ExecSession {
         self.kill();
     }
 
+    /// SIGKILL the exec'd process, and runc while it runs. The pid file
+    /// alone is not an identity (the pid may be reused once runc reaped it),
+    /// so the process is killed only while its parent is runc, or us once a
+    /// detached runc has handed it over.
     pub fn kill(&self) {
-        if let Ok(Ok(pid)) = std::fs::read_to_string(&self.pidfile).map(|s| s.trim().parse::<i32>())
-        {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let pid = std::fs::read_to_string(&self.pidfile).map(|s| s.trim().parse::<i32>());
+        if let Ok(Ok(pid)) = pid {
+            let me = std::process::id() as i32;
+            if sys::parent_pid(pid).is_some_and(|pp| pp == self.runc_pid || pp == me) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
         if self.proc_pid.is_none() {
             let _ = kill(Pid::from_raw(self.runc_pid), Signal::SIGKILL);

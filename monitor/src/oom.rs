@@ -65,6 +65,11 @@ impl OomWatcher {
         }
     }
 
+    /// An OOM event has been seen (v1 eventfd) while the container runs.
+    pub fn seen(&self) -> bool {
+        self.seen
+    }
+
     /// Final answer, read when the container has exited.
     pub fn oom_killed(&mut self) -> bool {
         self.on_event_nonblocking();

@@ -233,6 +233,16 @@ fn launcher_killed_mid_run_loses_nothing() {
         c.log().len() > before,
         "log stopped growing after the launcher died"
     );
+    // A restarted daemon reconnects and recognises both processes by
+    // (pid, start time) from its own records (here: the pid files).
+    let st = c.client().status().expect("status after the launcher died");
+    assert!(st.running);
+    assert_eq!(st.pid, c.created_pid());
+    let recorded = std::fs::read_to_string(c.run_dir.join("monitor.pid")).expect("monitor.pid");
+    assert_eq!(
+        recorded,
+        format!("{} {}\n", st.monitor_pid, st.monitor_start_time)
+    );
     assert!(c.monitor_alive());
     assert_eq!(c.wait_exit(EXIT_WAIT).exit_code, 4);
     let text = String::from_utf8_lossy(&reassemble(&parse_log(&c.log()), "stdout")).into_owned();
@@ -296,6 +306,13 @@ fn exec_returns_output_exit_code_and_honours_timeout_and_cap() {
         .expect("exec");
     assert!(r.timed_out && r.exit_code == 137, "{r:?}");
     assert!(t0.elapsed() < Duration::from_secs(10));
+    // The exec'd process itself is gone, not only runc.
+    let ps = ["/bin/ps", "-o", "args"].map(String::from).to_vec();
+    let r = cl.exec(ps, vec![], Duration::ZERO).expect("exec ps");
+    assert!(
+        !String::from_utf8_lossy(&r.stdout).contains("sleep 30"),
+        "{r:?}"
+    );
     let r = cl
         .exec(
             vec![
@@ -404,16 +421,21 @@ impl Drop for Umount {
 #[test]
 fn full_disk_drops_log_output_but_keeps_the_exit_status() {
     let o = Opts::sh("head -c 2000000 /dev/zero | tr '\\0' x; echo; echo bye; exit 5");
-    let c = Container::prepare("diskfull", &o);
-    let mnt = c.dir.path().join("logs");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
+    // Declared first, dropped last: the container (and its monitor) go,
+    // then the mount, then the dir it was on.
+    let mnt = tempfile::Builder::new()
+        .prefix("pmfull")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     let st = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
+        .arg(mnt.path())
         .status()
         .expect("mount");
     assert!(st.success());
-    let _umount = Umount(mnt);
+    let _umount = Umount(mnt.path().to_path_buf());
+    let mut c = Container::prepare("diskfull", &o);
+    c.log_path = mnt.path().join("0.log");
     let c = c.launch(o);
     c.start();
     let st = c.wait_exit(EXIT_WAIT);

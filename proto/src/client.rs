@@ -156,3 +156,78 @@ impl Client {
         Ok(self.stream)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+    use crate::framing::{read_message, write_message};
+    use crate::monitor::Ok as OkResp;
+
+    /// A stand-in monitor answering one connection from a script.
+    fn serve(dir: &Path, answers: Vec<Response>) -> std::thread::JoinHandle<Vec<ControlRequest>> {
+        let listener = UnixListener::bind(dir.join("m.sock")).unwrap_or_else(|e| panic!("{e}"));
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            let mut seen = Vec::new();
+            for a in answers {
+                let req: ControlRequest =
+                    read_message(&mut s, 1 << 16).unwrap_or_else(|e| panic!("{e}"));
+                seen.push(req);
+                write_message(&mut s, &ControlResponse { response: Some(a) })
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            seen
+        })
+    }
+
+    #[test]
+    fn client_speaks_the_framing_and_maps_errors() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let server = serve(
+            dir.path(),
+            vec![
+                Response::Status(Status {
+                    pid: 42,
+                    running: true,
+                    ..Default::default()
+                }),
+                Response::Ok(OkResp {}),
+                Response::Error("no terminal".into()),
+                Response::Ok(OkResp {}),
+            ],
+        );
+        let mut c = Client::connect(&dir.path().join("m.sock")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.status().ok().map(|s| (s.pid, s.running)),
+            Some((42, true))
+        );
+        assert!(c.reopen_log().is_ok());
+        let err = c
+            .resize(1, 2)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no terminal"), "{err}");
+        let stream = c.attach(true, true, false);
+        assert!(stream.is_ok());
+        let seen = server.join().unwrap_or_default();
+        assert_eq!(seen.len(), 4);
+        assert!(matches!(
+            seen[3].request,
+            Some(Request::Attach(monitor::Attach {
+                stdin: true,
+                stdout: true,
+                stderr: false
+            }))
+        ));
+    }
+
+    #[test]
+    fn connect_to_a_missing_socket_names_the_path() {
+        let err = Client::connect(Path::new("/nonexistent/monitor.sock")).err();
+        let msg = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("/nonexistent/monitor.sock"), "{msg}");
+    }
+}

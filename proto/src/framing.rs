@@ -49,11 +49,14 @@ fn read_varint(r: &mut impl Read) -> Result<u64, FramingError> {
     let mut value = 0u64;
     for i in 0..10 {
         let mut b = [0u8; 1];
-        match r.read(&mut b) {
-            Ok(0) => return Err(FramingError::Closed),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+        loop {
+            match r.read(&mut b) {
+                Ok(0) => return Err(FramingError::Closed),
+                Ok(_) => break,
+                // Retry the same byte; an interrupted read consumed nothing.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         value |= u64::from(b[0] & 0x7f) << (7 * i);
         if b[0] & 0x80 == 0 {

@@ -100,7 +100,7 @@ impl Server {
             monitor_start_time: self.ident.monitor_start_time,
             running: self.exit.is_none(),
             exit_code: self.exit.map_or(0, |e| e.0),
-            oom_killed: false,
+            oom_killed: self.oom.as_ref().is_some_and(OomWatcher::seen),
             attachers: self
                 .conns
                 .iter()

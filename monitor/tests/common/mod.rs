@@ -358,14 +358,20 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("monitor {} stderr:\n{}", self.id, self.monitor_err());
+        }
         let _ = self.runc(&["kill", &self.id, "KILL"]);
         let _ = self.runc(&["delete", "--force", &self.id]);
+        // Give it the chance to finish its exit sequence before the temp
+        // dir goes, or it recreates files in a half-removed tree.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.monitor_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if self.monitor_alive() {
-            // Give it the chance to write its exit file first.
-            std::thread::sleep(Duration::from_millis(200));
-            if self.monitor_alive() {
-                let _ = nix_kill(self.monitor_pid);
-            }
+            let _ = nix_kill(self.monitor_pid);
+            std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(mut d) = self.fake_daemon.take() {
             unsafe_kill_group(d.id() as i32);
