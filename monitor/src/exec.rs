@@ -16,6 +16,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+
+/// How long past an exec's deadline the kill waits for runc's pid file.
+const PIDFILE_GRACE: Duration = Duration::from_secs(5);
+/// How often it looks in the meantime.
+const PIDFILE_RECHECK: Duration = Duration::from_millis(10);
 use nix::unistd::Pid;
 use pier_proto::EXEC_OUTPUT_MAX;
 use pier_proto::attach;
@@ -271,14 +276,29 @@ impl ExecSession {
         }
     }
 
-    /// Time until the deadline, for the poll timeout.
+    /// Time until the deadline, for the poll timeout; past it, while the
+    /// kill waits for runc's pid file, a short recheck interval.
     pub fn until_deadline(&self, now: Instant) -> Option<Duration> {
-        (!self.timed_out).then_some(self.deadline?.saturating_duration_since(now))
+        let left = self.deadline?.saturating_duration_since(now);
+        (!self.timed_out).then_some(if left.is_zero() {
+            PIDFILE_RECHECK
+        } else {
+            left
+        })
     }
 
     /// Kill the exec'd process (and runc) once the deadline has passed.
+    /// On a loaded node runc may not have started the process yet when the
+    /// deadline comes: killing runc then would orphan the process inside the
+    /// container, out of reach. So wait for runc's pid file (bounded).
     pub fn check_deadline(&mut self, now: Instant) {
-        if self.timed_out || self.exit_code.is_some() || self.deadline.is_none_or(|d| now < d) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if self.timed_out || self.exit_code.is_some() || now < deadline {
+            return;
+        }
+        if !self.pidfile.exists() && now < deadline + PIDFILE_GRACE {
             return;
         }
         self.timed_out = true;
