@@ -1,0 +1,189 @@
+//! Exec through a running pier-monitor against real runc and busybox:
+//! collected output with timeout and cap, and streaming exec.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Container, Opts};
+use pier_proto::attach;
+
+/// Debug build; the release build is measured by contrib/bench/monitor.
+const RSS_LIMIT_KB: u64 = 8 * 1024;
+
+fn assert_small(c: &Container) {
+    let rss = c.monitor_rss_kb();
+    assert!(rss > 0 && rss < RSS_LIMIT_KB, "monitor RSS {rss} kB");
+}
+
+#[test]
+fn exec_returns_output_exit_code_and_honours_timeout_and_cap() {
+    let c = Container::create("exec", Opts::sh("sleep 1000"));
+    c.start();
+    let mut cl = c.client();
+    let r = cl
+        .exec(
+            vec!["/bin/echo".into(), "hi".into()],
+            vec![],
+            Duration::ZERO,
+        )
+        .expect("exec");
+    assert_eq!(
+        (r.exit_code, r.stdout.as_slice(), r.timed_out),
+        (0, &b"hi\n"[..], false)
+    );
+    let r = cl
+        .exec(
+            vec!["/bin/sh".into(), "-c".into(), "echo e >&2; exit 3".into()],
+            vec![],
+            Duration::ZERO,
+        )
+        .expect("exec");
+    assert_eq!((r.exit_code, r.stderr.as_slice()), (3, &b"e\n"[..]));
+    let t0 = Instant::now();
+    let r = cl
+        .exec(
+            vec!["/bin/sleep".into(), "30".into()],
+            vec![],
+            Duration::from_millis(500),
+        )
+        .expect("exec");
+    assert!(r.timed_out && r.exit_code == 137, "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    // The exec'd process itself is gone, not only runc.
+    let ps = ["/bin/ps", "-o", "args"].map(String::from).to_vec();
+    let r = cl.exec(ps, vec![], Duration::ZERO).expect("exec ps");
+    assert!(
+        !String::from_utf8_lossy(&r.stdout).contains("sleep 30"),
+        "{r:?}"
+    );
+    let r = cl
+        .exec(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "head -c 20000000 /dev/zero".into(),
+            ],
+            vec![],
+            Duration::ZERO,
+        )
+        .expect("exec");
+    assert_eq!(
+        (r.stdout.len(), r.truncated, r.exit_code),
+        (pier_proto::EXEC_OUTPUT_MAX, true, 0)
+    );
+    let err = cl
+        .exec(vec![], vec![], Duration::ZERO)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("empty argv"), "{err}");
+    assert_small(&c);
+    assert!(c.client().status().expect("status").running);
+}
+
+fn read_stream(mut s: std::os::unix::net::UnixStream) -> (Vec<u8>, Vec<u8>, Option<i32>) {
+    let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+    while let Ok(Some((kind, data))) = attach::read_frame(&mut s) {
+        match kind {
+            attach::STDOUT => out.extend(data),
+            attach::STDERR => err.extend(data),
+            attach::EXIT => {
+                code = data
+                    .get(..4)
+                    .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            _ => panic!("unexpected frame kind {kind}"),
+        }
+    }
+    (out, err, code)
+}
+
+#[test]
+fn streaming_exec_forwards_stdin_and_output() {
+    let c = Container::create("execstream", Opts::sh("sleep 1000"));
+    c.start();
+    let argv = ["/bin/sh", "-c", "cat; echo err >&2; exit 6"]
+        .map(String::from)
+        .to_vec();
+    let (_, mut s) = c
+        .client()
+        .exec_stream(argv, vec![], false, true, Duration::ZERO)
+        .expect("exec_stream");
+    attach::write_frame(&mut s, attach::STDIN, b"ping\n").expect("stdin");
+    attach::write_frame(&mut s, attach::STDIN_CLOSE, b"").expect("close");
+    assert_eq!(
+        read_stream(s),
+        (b"ping\n".to_vec(), b"err\n".to_vec(), Some(6))
+    );
+    // The container's own log saw none of it.
+    assert!(c.log().is_empty());
+    assert!(c.client().status().expect("status").running);
+}
+
+#[test]
+fn streaming_tty_exec_resizes() {
+    let c = Container::create("exectty", Opts::sh("sleep 1000"));
+    c.start();
+    let argv = ["/bin/sh", "-c", "sleep 0.5; stty size"]
+        .map(String::from)
+        .to_vec();
+    let (id, s) = c
+        .client()
+        .exec_stream(argv, vec![], true, false, Duration::ZERO)
+        .expect("exec_stream");
+    c.client().resize_exec(id, 33, 77).expect("resize exec");
+    let (out, _, code) = read_stream(s);
+    assert_eq!(code, Some(0));
+    assert!(String::from_utf8_lossy(&out).contains("33 77"), "{out:?}");
+    let err = c
+        .client()
+        .resize_exec(id + 100, 1, 1)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.unwrap_or_default().contains("no tty exec"));
+}
+
+#[test]
+fn streaming_exec_ends_when_its_client_goes_away() {
+    let c = Container::create("exechup", Opts::sh("sleep 1000"));
+    c.start();
+    let count = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-c", "-f", "read x && sleep 100[0]"])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+    };
+    // An interactive shell waiting on stdin, on a pipe and on a pty.
+    let streams: Vec<_> = [false, true]
+        .into_iter()
+        .map(|tty| {
+            let argv = ["/bin/sh", "-c", "read x && sleep 1000"]
+                .map(String::from)
+                .to_vec();
+            c.client()
+                .exec_stream(argv, vec![], tty, true, Duration::ZERO)
+                .expect("exec_stream")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count() < 2 {
+        assert!(Instant::now() < deadline, "exec'd shells never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(streams);
+    while count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "exec'd shells outlived their client"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.client().status().expect("status").running);
+}
