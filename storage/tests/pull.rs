@@ -375,6 +375,7 @@ async fn concurrent_pulls_download_each_blob_once() {
             layer.digest()
         );
     }
+    assert_eq!(reg.blob_gets(&ids[0]), 1, "the config is fetched once");
 }
 
 #[tokio::test(flavor = "multi_thread")]
