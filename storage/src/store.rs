@@ -430,10 +430,27 @@ impl ImageStore {
     /// The image `image` names (id, repo tag or repo digest), if present.
     pub async fn status(&self, image: &str) -> Result<Option<Image>, ImageError> {
         let spec = ImageSpec::parse(image)?;
+        // crictl shows ids truncated; a unique id prefix names an image too.
+        let prefix = image.trim().trim_start_matches("sha256:").to_owned();
+        let is_prefix = prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
         let record = self
-            .db(move |db| match spec {
-                ImageSpec::Id(id) => db.image(&id),
-                ImageSpec::Reference(r) => db.image_by_name(&r.lookup_name()),
+            .db(move |db| {
+                let found = match spec {
+                    ImageSpec::Id(id) => db.image(&id)?,
+                    ImageSpec::Reference(r) => db.image_by_name(&r.lookup_name())?,
+                };
+                if found.is_some() || !is_prefix {
+                    return Ok(found);
+                }
+                let wanted = format!("sha256:{}", prefix.to_ascii_lowercase());
+                let mut matching = db
+                    .images()?
+                    .into_iter()
+                    .filter(|i| i.id.starts_with(&wanted));
+                Ok(match (matching.next(), matching.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                })
             })
             .await?;
         Ok(record.map(Image::from_record))

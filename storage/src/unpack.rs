@@ -221,9 +221,10 @@ impl Unpacker<'_> {
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().map_err(UnpackError::Read)? & 0o7777;
-        let uid = header.uid().map_err(UnpackError::Read)?;
-        let gid = header.gid().map_err(UnpackError::Read)?;
-        let mtime = header.mtime().map_err(UnpackError::Read)? as i64;
+        let old = header.as_old();
+        let uid = numeric(header.uid(), &old.uid)?;
+        let gid = numeric(header.gid(), &old.gid)?;
+        let mtime = numeric(header.mtime(), &old.mtime)? as i64;
         let device = (header.device_major(), header.device_minor());
 
         if rel.as_os_str().is_empty() {
@@ -368,6 +369,16 @@ impl Unpacker<'_> {
                 .map_err(self.write_err(rel))?;
         }
         fsops::set_mtime(&full, mtime).map_err(self.write_err(rel))
+    }
+}
+
+/// A numeric header field; a blank one (all NULs or spaces, as some tar
+/// writers leave uid, gid or mtime) reads as 0, as Go's archive/tar does.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Result<u64, UnpackError> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(UnpackError::Read(e)),
     }
 }
 

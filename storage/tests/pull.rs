@@ -84,6 +84,8 @@ async fn pull_records_image_and_status_finds_it_by_tag_digest_and_id() {
             .unwrap()
             .is_none()
     );
+    let short = t.store.status(&id[7..19]).await.unwrap();
+    assert_eq!(short.map(|i| i.id), Some(id.clone()), "a unique id prefix");
     assert_eq!(t.store.list(None).await.unwrap().len(), 1);
     assert_eq!(t.store.list(Some(&reference)).await.unwrap().len(), 1);
     assert!(t.store.list(Some("busybox")).await.unwrap().is_empty());
@@ -375,6 +377,7 @@ async fn concurrent_pulls_download_each_blob_once() {
             layer.digest()
         );
     }
+    assert_eq!(reg.blob_gets(&ids[0]), 1, "the config is fetched once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

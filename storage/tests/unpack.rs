@@ -234,3 +234,16 @@ fn truncated_tar_is_a_read_error() {
     let result = unpack_into(&tar[..1000], dest.path());
     assert!(matches!(result, Err(UnpackError::Read(_))), "{result:?}");
 }
+
+#[test]
+fn blank_numeric_fields_read_as_zero() {
+    let dest = tempfile::tempdir().unwrap();
+    let mut h = TarLayer::header_for("f", EntryType::Regular, 1, 0o644);
+    let old = h.as_old_mut();
+    old.uid = [0; 8];
+    old.gid = [0; 8];
+    old.mtime = [0; 12];
+    let tar = TarLayer::new().raw(h, b"x").finish();
+    unpack_into(&tar, dest.path()).unwrap();
+    assert_eq!(fs::read(dest.path().join("f")).unwrap(), b"x");
+}

@@ -50,6 +50,8 @@ fn layer(n: usize) -> (Vec<u8>, String) {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
         header.set_mtime(1_700_000_000);
         header.set_entry_type(tar::EntryType::Regular);
         let path = format!("layer{n}/dir{}/file{f}", f % 20);
