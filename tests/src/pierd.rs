@@ -226,11 +226,69 @@ impl Pierd {
     }
 }
 
+/// Removes every pod (and so every container) a pierd still has, through
+/// its own CRI socket. Runs on a thread of its own: `Drop` may be called
+/// inside a test's tokio runtime, which must not be blocked on.
+fn remove_all_pods(socket: &Path) {
+    let socket = socket.to_owned();
+    let cleanup = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let work = async {
+                let Ok(mut cri) = Cri::connect(&socket).await else {
+                    return;
+                };
+                let pods = cri
+                    .runtime
+                    .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest::default());
+                let Ok(pods) = pods.await else { return };
+                for pod in pods.into_inner().items {
+                    let id = pod.id;
+                    let stop = k8s_cri::v1::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    };
+                    let _ = cri.runtime.stop_pod_sandbox(stop).await;
+                    let remove = k8s_cri::v1::RemovePodSandboxRequest { pod_sandbox_id: id };
+                    let _ = cri.runtime.remove_pod_sandbox(remove).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(60), work).await;
+        });
+    });
+    let _ = cleanup.join();
+}
+
+/// Detaches whatever is still mounted under `dir`, deepest first, so the
+/// temp dir can be deleted even after a crash of the code under test.
+fn unmount_all_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let dir = dir.display().to_string();
+    let mut points: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 impl Drop for Pierd {
     fn drop(&mut self) {
+        // A test that failed half way leaves pods and containers behind.
         if self.child.is_some() {
+            remove_all_pods(&self.socket);
             self.terminate();
         }
+        unmount_all_under(self.dir.path());
         if let Some(network) = &self.network {
             let _ = Command::new("ip")
                 .args(["link", "del", &network.bridge])

@@ -436,3 +436,16 @@ async fn restart_keeps_ready_sandboxes_and_marks_broken_ones_not_ready() {
         mounts_under(&pierd.runroot())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixture_cleans_up_pods_a_failing_test_left_behind() {
+    let pierd = pierd_with_network().await;
+    let mut cri = pierd.cri().await.runtime;
+    let _abandoned = run_pod(&mut cri, pod_config("abandoned")).await;
+    let dir = pierd.root().parent().expect("fixture dir").to_owned();
+    assert!(!mounts_under(&dir).is_empty(), "the pod has mounts");
+    drop(cri);
+    drop(pierd);
+    assert!(mounts_under(&dir).is_empty(), "{:?}", mounts_under(&dir));
+    assert!(!dir.exists(), "fixture dir left behind");
+}
