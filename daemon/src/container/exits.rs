@@ -133,23 +133,27 @@ pub async fn record_exit(
             ),
         ),
     };
-    let record = id.to_owned();
-    let started_at = daemon
-        .db(move |db| Ok(db.container(&record)?.map_or(0, |c| c.started_at)))
-        .await?;
-    let progress = ContainerProgress {
+    let mut progress = ContainerProgress {
         state: EXITED.into(),
-        started_at,
+        started_at: 0,
         finished_at: status.finished_ns,
         exit_code: status.exit_code,
         reason: reason.into(),
         message,
     };
     let record = id.to_owned();
-    match daemon
-        .db(move |db| db.set_container_progress(&record, &progress))
-        .await
-    {
+    // Read and write in one go: StartContainer may record its start time
+    // between the two otherwise, and that time must not be lost.
+    let recorded = daemon
+        .db(move |db| {
+            let Some(current) = db.container(&record)? else {
+                return Ok(());
+            };
+            progress.started_at = current.started_at;
+            db.set_container_progress(&record, &progress)
+        })
+        .await;
+    match recorded {
         // Removed while we waited: nothing to record.
         Err(crate::error::Error::Db(pier_storage::DbError::NotFound { .. })) => {}
         other => other?,

@@ -50,14 +50,16 @@ pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
         )));
     }
     let runtime = ContainerRuntime::from_record(&record);
+    // Taken before runc start: a container that exits at once must never
+    // show a finish time earlier than its start time.
+    let mut started = progress(RUNNING);
+    started.started_at = crate::time::now_ns();
     runc::run(
         &runtime.runtime,
         &runtime.runtime_root,
         &["start", &record.id],
     )
     .await?;
-    let mut started = progress(RUNNING);
-    started.started_at = crate::time::now_ns();
     let row = record.id.clone();
     // The exit watcher may already have recorded a container that exited at
     // once; never overwrite that with `running`.
