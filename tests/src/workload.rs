@@ -127,7 +127,7 @@ pub async fn wait_exited(cri: &mut Runtime, id: &str, within: Duration) -> Conta
     }
 }
 
-/// A running pod with the given port mappings, DNS and cgroup parent left default.
+/// Runs `pod` (with a cluster-like DNS config) and returns its id and config.
 pub async fn running_pod(
     cri: &mut Runtime,
     mut pod: PodSandboxConfig,

@@ -12,17 +12,8 @@ async fn exits_while_pierd_is_down_are_recorded_after_restart() {
     let registry = Registry::start();
     let (mut pierd, image) = setup(&registry).await;
     let logs = tempfile::tempdir().expect("tempdir");
-    let pod = pod("restart", logs.path());
     let mut cri = pierd.cri().await.runtime;
-    let pod_id = cri
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod) = running_pod(&mut cri, pod("restart", logs.path())).await;
     let short = run(
         &mut cri,
         &pod_id,

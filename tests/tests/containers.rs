@@ -12,17 +12,8 @@ async fn container_runs_logs_and_exits_with_its_code() {
     let registry = Registry::start();
     let (pierd, image) = setup(&registry).await;
     let logs = tempfile::tempdir().expect("tempdir");
-    let pod = pod("logs", logs.path());
     let mut cri = pierd.cri().await.runtime;
-    let pod_id = cri
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod) = running_pod(&mut cri, pod("logs", logs.path())).await;
     let id = run(
         &mut cri,
         &pod_id,
@@ -69,17 +60,8 @@ async fn exec_sync_and_stop_with_timeout() {
     let registry = Registry::start();
     let (pierd, image) = setup(&registry).await;
     let logs = tempfile::tempdir().expect("tempdir");
-    let pod = pod("exec", logs.path());
     let mut cri = pierd.cri().await.runtime;
-    let pod_id = cri
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod) = running_pod(&mut cri, pod("exec", logs.path())).await;
     let id = run(
         &mut cri,
         &pod_id,

@@ -4,7 +4,8 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use k8s_cri::v1::{
-    ContainerStatsRequest, ContainerStatusRequest, RuntimeCondition, StatusRequest, VersionRequest,
+    CheckpointContainerRequest, ContainerStatusRequest, RuntimeCondition, StatusRequest,
+    VersionRequest,
 };
 use pier_tests::{Pierd, PierdOptions};
 
@@ -194,13 +195,15 @@ async fn a_regular_file_at_the_socket_path_is_not_replaced() {
 async fn rpcs_not_built_yet_answer_unimplemented_with_their_name() {
     let pierd = Pierd::start().await;
     let mut cri = pierd.cri().await;
-    let request = ContainerStatsRequest {
-        container_id: "0".repeat(64),
-    };
-    let err = cri.runtime.container_stats(request).await.expect_err("ok?");
+    let request = CheckpointContainerRequest::default();
+    let err = cri
+        .runtime
+        .checkpoint_container(request)
+        .await
+        .expect_err("ok?");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(
-        err.message().contains("ContainerStats"),
+        err.message().contains("CheckpointContainer"),
         "{}",
         err.message()
     );
