@@ -8,7 +8,7 @@
 //! one runc process per exec and no new monitor.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -232,18 +232,13 @@ impl ExecSession {
             self.stdin_pending.clear();
             return;
         };
-        while !self.stdin_pending.is_empty() {
-            match f.write(&self.stdin_pending) {
-                Ok(n) => {
-                    self.stdin_pending.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.stdin = None;
-                    self.stdin_pending = Vec::new();
-                    return;
-                }
+        match crate::sys::write_pending(f, &mut self.stdin_pending) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                self.stdin = None;
+                self.stdin_pending = Vec::new();
+                return;
             }
         }
         if self.stdin_close && self.pty.is_none() {

@@ -154,6 +154,24 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
+/// Writes as much of `pending` as the nonblocking `out` takes now, draining
+/// what was written. `Ok(true)`: all written; `Ok(false)`: `out` is full,
+/// try again when it is writable; `Err`: `out` is unusable.
+pub fn write_pending(out: &mut impl io::Write, pending: &mut Vec<u8>) -> io::Result<bool> {
+    while !pending.is_empty() {
+        match out.write(pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! output flows and given back after a quiet spell.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -389,19 +389,14 @@ impl Server {
             self.stdin_pending.clear();
             return;
         };
-        while !self.stdin_pending.is_empty() {
-            match f.write(&self.stdin_pending) {
-                Ok(n) => {
-                    self.stdin_pending.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    crate::diag!("container stdin closed: {e}");
-                    self.stdin = None;
-                    self.stdin_pending = Vec::new();
-                    return;
-                }
+        match crate::sys::write_pending(f, &mut self.stdin_pending) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                crate::diag!("container stdin closed: {e}");
+                self.stdin = None;
+                self.stdin_pending = Vec::new();
+                return;
             }
         }
         if self.stdin_close && self.pty.is_none() {
