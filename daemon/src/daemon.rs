@@ -53,13 +53,7 @@ impl Daemon {
     pub async fn find_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, Error> {
         let wanted = id.to_owned();
         self.db(move |db| {
-            if let Some(exact) = db.sandbox(&wanted)? {
-                return Ok(Some(exact));
-            }
-            let all = db.sandboxes()?;
-            let found =
-                crate::ids::resolve(&wanted, all.iter().map(|s| s.id.as_str())).map(str::to_owned);
-            Ok(found.and_then(|id| all.into_iter().find(|s| s.id == id)))
+            by_id_or_prefix(&wanted, db.sandbox(&wanted)?, || db.sandboxes(), |s| &s.id)
         })
         .await
     }
@@ -68,14 +62,55 @@ impl Daemon {
     pub async fn find_container(&self, id: &str) -> Result<Option<ContainerRecord>, Error> {
         let wanted = id.to_owned();
         self.db(move |db| {
-            if let Some(exact) = db.container(&wanted)? {
-                return Ok(Some(exact));
-            }
-            let all = db.containers()?;
-            let found =
-                crate::ids::resolve(&wanted, all.iter().map(|c| c.id.as_str())).map(str::to_owned);
-            Ok(found.and_then(|id| all.into_iter().find(|c| c.id == id)))
+            by_id_or_prefix(
+                &wanted,
+                db.container(&wanted)?,
+                || db.containers(),
+                |c| &c.id,
+            )
         })
         .await
     }
+
+    /// The sandbox, or NOT_FOUND; its id goes into the request's span.
+    pub async fn require_sandbox(&self, id: &str) -> Result<SandboxRecord, Error> {
+        let record = self
+            .find_sandbox(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "pod sandbox",
+                id: id.to_owned(),
+            })?;
+        tracing::Span::current().record("pod_id", record.id.as_str());
+        Ok(record)
+    }
+
+    /// The container, or NOT_FOUND; its id goes into the request's span.
+    pub async fn require_container(&self, id: &str) -> Result<ContainerRecord, Error> {
+        let record = self
+            .find_container(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "container",
+                id: id.to_owned(),
+            })?;
+        tracing::Span::current().record("container_id", record.id.as_str());
+        Ok(record)
+    }
+}
+
+/// The exact match if there is one, else the one record whose id `wanted`
+/// uniquely prefixes (crictl users type short ids).
+fn by_id_or_prefix<T>(
+    wanted: &str,
+    exact: Option<T>,
+    all: impl FnOnce() -> Result<Vec<T>, DbError>,
+    id: impl Fn(&T) -> &String,
+) -> Result<Option<T>, DbError> {
+    if exact.is_some() {
+        return Ok(exact);
+    }
+    let all = all()?;
+    let found = crate::ids::resolve(wanted, all.iter().map(|r| id(r).as_str())).map(str::to_owned);
+    Ok(found.and_then(|found| all.into_iter().find(|r| *id(r) == found)))
 }

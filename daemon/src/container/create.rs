@@ -44,14 +44,7 @@ pub async fn create(
     if image_ref.is_empty() {
         return Err(invalid("config.image.image", "must name an image"));
     }
-    let sandbox = daemon
-        .find_sandbox(&request.pod_sandbox_id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: request.pod_sandbox_id.clone(),
-        })?;
-    tracing::Span::current().record("pod_id", sandbox.id.as_str());
+    let sandbox = daemon.require_sandbox(&request.pod_sandbox_id).await?;
     if sandbox.state != READY {
         return Err(Error::FailedPrecondition(format!(
             "pod sandbox {} is not ready",

@@ -26,23 +26,11 @@ pub fn progress(state: &str) -> ContainerProgress {
     }
 }
 
-async fn find(daemon: &Daemon, id: &str) -> Result<pier_storage::ContainerRecord, Error> {
-    let record = daemon
-        .find_container(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "container",
-            id: id.to_owned(),
-        })?;
-    tracing::Span::current().record("container_id", record.id.as_str());
-    Ok(record)
-}
-
 /// Starts a created container.
 pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let record = find(daemon, id).await?;
+    let record = daemon.require_container(id).await?;
     let _guard = daemon.locks.lock(&record.id).await;
-    let record = find(daemon, &record.id).await?;
+    let record = daemon.require_container(&record.id).await?;
     if record.state != CREATED {
         return Err(Error::FailedPrecondition(format!(
             "container {} is {}, not created",
@@ -221,7 +209,7 @@ pub async fn update_resources(
     id: &str,
     resources: Option<k8s_cri::v1::LinuxContainerResources>,
 ) -> Result<(), Error> {
-    let record = find(daemon, id).await?;
+    let record = daemon.require_container(id).await?;
     let _guard = daemon.locks.lock(&record.id).await;
     if record.state != CREATED && record.state != RUNNING {
         return Err(Error::FailedPrecondition(format!(
@@ -258,7 +246,7 @@ pub async fn exec_sync(
     cmd: Vec<String>,
     timeout: i64,
 ) -> Result<pier_proto::monitor::ExecResult, Error> {
-    let record = find(daemon, id).await?;
+    let record = daemon.require_container(id).await?;
     if record.state != RUNNING {
         return Err(Error::FailedPrecondition(format!(
             "container {} is not running",
@@ -286,7 +274,7 @@ pub async fn exec_sync(
 
 /// Asks the monitor to reopen the log file after kubelet rotated it.
 pub async fn reopen_log(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let record = find(daemon, id).await?;
+    let record = daemon.require_container(id).await?;
     if record.state != RUNNING {
         return Err(Error::FailedPrecondition(format!(
             "container {} is not running",

@@ -6,13 +6,13 @@
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::{
-    ContainerAttributes, ContainerFilter, ContainerStats, ContainerStatsFilter, CpuUsage,
-    FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage, PodSandboxAttributes,
-    PodSandboxStats, PodSandboxStatsFilter, UInt64Value,
+    ContainerAttributes, ContainerConfig, ContainerFilter, ContainerStats, ContainerStatsFilter,
+    CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage,
+    PodSandboxAttributes, PodSandboxStats, PodSandboxStatsFilter, UInt64Value,
 };
-use pier_storage::ContainerRecord;
+use pier_storage::{ContainerRecord, SandboxRecord};
 
-use super::{ContainerRuntime, RUNNING, config_of, exits, list};
+use super::{ContainerRuntime, RUNNING, config_of, exits, select};
 use crate::daemon::Daemon;
 use crate::error::Error;
 
@@ -144,13 +144,7 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
 
 /// ContainerStats for one container.
 pub async fn one(daemon: &Daemon, id: &str) -> Result<ContainerStats, Error> {
-    let record = daemon
-        .find_container(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "container",
-            id: id.to_owned(),
-        })?;
+    let record = daemon.require_container(id).await?;
     Ok(container_stats(daemon, &record))
 }
 
@@ -165,42 +159,50 @@ pub async fn many(
         pod_sandbox_id: f.pod_sandbox_id,
         label_selector: f.label_selector,
     });
-    let mut out = Vec::new();
-    for container in list(daemon, filter).await? {
-        if let Some(record) = daemon.find_container(&container.id).await? {
-            out.push(container_stats(daemon, &record));
-        }
-    }
-    Ok(out)
+    // One scan of the table, not one lookup per listed container.
+    let selected = select(daemon, filter).await?;
+    Ok(selected
+        .iter()
+        .map(|(record, _)| container_stats(daemon, record))
+        .collect())
 }
 
 /// PodSandboxStats: the pod's cgroup parent when kubelet gave one, and its containers.
 pub async fn pod(daemon: &Daemon, id: &str) -> Result<PodSandboxStats, Error> {
-    let record = daemon
-        .find_sandbox(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: id.to_owned(),
-        })?;
-    let config = crate::sandbox::config_of(&record);
-    let filter = ContainerStatsFilter {
+    let record = daemon.require_sandbox(id).await?;
+    let filter = ContainerFilter {
         pod_sandbox_id: record.id.clone(),
         ..Default::default()
     };
-    let containers = many(daemon, Some(filter)).await?;
+    let containers = select(daemon, Some(filter)).await?;
+    Ok(pod_stats(daemon, &record, &containers))
+}
+
+/// The stats of one pod, from its row and the selected container rows
+/// (those of other pods are skipped).
+fn pod_stats(
+    daemon: &Daemon,
+    record: &SandboxRecord,
+    containers: &[(ContainerRecord, ContainerConfig)],
+) -> PodSandboxStats {
+    let config = crate::sandbox::config_of(record);
+    let containers = containers
+        .iter()
+        .filter(|(c, _)| c.sandbox_id == record.id)
+        .map(|(c, _)| container_stats(daemon, c))
+        .collect();
     let parent = config
         .linux
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
     let (cpu, memory) = pod_usage(&parent);
-    Ok(PodSandboxStats {
+    PodSandboxStats {
         attributes: Some(PodSandboxAttributes {
             id: record.id.clone(),
-            metadata: config.metadata.clone(),
-            labels: config.labels.clone(),
-            annotations: config.annotations.clone(),
+            metadata: config.metadata,
+            labels: config.labels,
+            annotations: config.annotations,
         }),
         linux: Some(LinuxPodSandboxStats {
             cpu,
@@ -210,7 +212,7 @@ pub async fn pod(daemon: &Daemon, id: &str) -> Result<PodSandboxStats, Error> {
             containers,
         }),
         windows: None,
-    })
+    }
 }
 
 /// Usage of a pod's cgroup parent (cgroupfs layout), if it exists.
@@ -246,9 +248,17 @@ pub async fn pods(
         state: None,
         label_selector: f.label_selector,
     });
-    let mut out = Vec::new();
-    for sandbox in crate::sandbox::list(daemon, filter).await? {
-        out.push(pod(daemon, &sandbox.id).await?);
-    }
-    Ok(out)
+    let selected: Vec<String> = crate::sandbox::list(daemon, filter)
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    // Each table is read once for the whole list.
+    let sandboxes = daemon.db(|db| db.sandboxes()).await?;
+    let containers = select(daemon, None).await?;
+    Ok(sandboxes
+        .iter()
+        .filter(|s| selected.contains(&s.id))
+        .map(|s| pod_stats(daemon, s, &containers))
+        .collect())
 }

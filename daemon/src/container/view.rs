@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1::{Container, ContainerFilter, ContainerState, ContainerStatus, ImageSpec};
+use k8s_cri::v1::{
+    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ImageSpec,
+};
 use pier_storage::ContainerRecord;
 use serde_json::json;
 
@@ -25,14 +27,7 @@ pub async fn status(
     id: &str,
     verbose: bool,
 ) -> Result<(ContainerStatus, HashMap<String, String>), Error> {
-    let record = daemon
-        .find_container(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "container",
-            id: id.to_owned(),
-        })?;
-    tracing::Span::current().record("container_id", record.id.as_str());
+    let record = daemon.require_container(id).await?;
     let config = config_of(&record);
     let runtime = ContainerRuntime::from_record(&record);
     let status = ContainerStatus {
@@ -74,15 +69,15 @@ pub async fn status(
     Ok((status, info))
 }
 
-/// The containers matching `filter`, oldest first.
-pub async fn list(
+/// The stored containers matching `filter`, oldest first, with their configs.
+pub async fn select(
     daemon: &Daemon,
     filter: Option<ContainerFilter>,
-) -> Result<Vec<Container>, Error> {
+) -> Result<Vec<(ContainerRecord, ContainerConfig)>, Error> {
     let records = daemon.db(|db| db.containers()).await?;
     let filter = filter.unwrap_or_default();
     Ok(records
-        .iter()
+        .into_iter()
         .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
         .filter(|r| {
             filter.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&filter.pod_sandbox_id)
@@ -93,28 +88,41 @@ pub async fn list(
                 .as_ref()
                 .is_none_or(|s| s.state == state(r) as i32)
         })
-        .filter_map(|r| {
-            let config = config_of(r);
-            let labels_match = filter
+        .map(|r| {
+            let config = config_of(&r);
+            (r, config)
+        })
+        .filter(|(_, config)| {
+            filter
                 .label_selector
                 .iter()
-                .all(|(k, v)| config.labels.get(k) == Some(v));
-            let runtime = ContainerRuntime::from_record(r);
-            labels_match.then(|| Container {
-                id: r.id.clone(),
-                pod_sandbox_id: r.sandbox_id.clone(),
-                metadata: config.metadata.clone(),
-                image: Some(ImageSpec {
-                    image: runtime.image_ref,
-                    ..Default::default()
-                }),
-                image_ref: r.image_id.clone(),
-                image_id: r.image_id.clone(),
-                state: state(r) as i32,
-                created_at: r.created_at,
-                labels: config.labels.clone(),
-                annotations: config.annotations.clone(),
-            })
+                .all(|(k, v)| config.labels.get(k) == Some(v))
+        })
+        .collect())
+}
+
+/// ListContainers: the containers matching `filter`, oldest first.
+pub async fn list(
+    daemon: &Daemon,
+    filter: Option<ContainerFilter>,
+) -> Result<Vec<Container>, Error> {
+    Ok(select(daemon, filter)
+        .await?
+        .into_iter()
+        .map(|(r, config)| Container {
+            image: Some(ImageSpec {
+                image: ContainerRuntime::from_record(&r).image_ref,
+                ..Default::default()
+            }),
+            state: state(&r) as i32,
+            image_ref: r.image_id.clone(),
+            image_id: r.image_id,
+            id: r.id,
+            pod_sandbox_id: r.sandbox_id,
+            metadata: config.metadata,
+            created_at: r.created_at,
+            labels: config.labels,
+            annotations: config.annotations,
         })
         .collect())
 }

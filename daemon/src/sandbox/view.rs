@@ -27,14 +27,7 @@ pub async fn status(
     id: &str,
     verbose: bool,
 ) -> Result<(PodSandboxStatus, HashMap<String, String>), Error> {
-    let record = daemon
-        .find_sandbox(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "pod sandbox",
-            id: id.to_owned(),
-        })?;
-    tracing::Span::current().record("pod_id", record.id.as_str());
+    let record = daemon.require_sandbox(id).await?;
     let config = config_of(&record);
     let runtime = SandboxRuntime::from_record(&record);
     let ready = record.state == READY;
