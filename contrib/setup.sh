@@ -67,7 +67,7 @@ fi
 
 cd "$repo"
 cargo build --release --locked --bins
-install -m 0755 target/release/pierd target/release/pier-monitor /usr/local/bin/
+install -m 0755 target/release/pierd target/release/pier-monitor target/release/pier-infra /usr/local/bin/
 
 # Never overwrite what an operator wrote.
 install -d -m 0755 /etc/pier /etc/pier/pier.d

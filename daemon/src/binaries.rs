@@ -15,9 +15,9 @@ pub fn resolve(binary: &Path) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-/// Resolves the monitor binary: a bare name is looked up beside pierd's own
+/// Resolves one of pier's own helper binaries (monitor, infra): a bare name is looked up beside pierd's own
 /// executable first, so an unpacked build tree works without installing.
-pub fn resolve_monitor(binary: &Path) -> Option<PathBuf> {
+pub fn resolve_own(binary: &Path) -> Option<PathBuf> {
     if binary.components().count() == 1 && !binary.is_absolute() {
         let beside = std::env::current_exe().ok()?.with_file_name(binary);
         if is_executable(&beside) {

@@ -11,7 +11,14 @@ fn main() -> ExitCode {
     // The helper needs no configuration; it must not fail on one.
     if let Some(Command::PinNamespaces(request)) = &cli.command {
         return match pierd::pinns::pin(request) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(pinned) => match pinned.infra_pid {
+                // The daemon reads this line to learn which process holds the pod's PID namespace.
+                Some(pid) => match writeln!(std::io::stdout(), "infra-pid {pid}") {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e),
+                },
+                None => ExitCode::SUCCESS,
+            },
             Err(e) => fail(&e),
         };
     }

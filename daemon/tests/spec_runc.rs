@@ -62,7 +62,7 @@ fn run(name: &str, script: &str, edit: impl FnOnce(&mut LinuxContainerSecurityCo
         image: &ImageConfig::default(),
         rootfs: &root,
         users: &users,
-        pid_namespace: None,
+        target_pid_namespace: None,
         // Top level, so runc delete leaves no parent cgroup behind.
         cgroups_path: format!("/{id}"),
     };

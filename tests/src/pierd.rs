@@ -281,6 +281,30 @@ fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// Kills the processes whose root directory lies under `dir`: the
+/// `pier-infra` processes of pods a crashed or killed pierd left behind
+/// (each is chrooted into its sandbox directory).
+pub fn kill_processes_rooted_under(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("root")).is_ok_and(|root| root.starts_with(dir)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 impl Drop for Pierd {
     fn drop(&mut self) {
         // A test that failed half way leaves pods and containers behind.
@@ -288,6 +312,7 @@ impl Drop for Pierd {
             remove_all_pods(&self.socket);
             self.terminate();
         }
+        kill_processes_rooted_under(self.dir.path());
         unmount_all_under(self.dir.path());
         if let Some(network) = &self.network {
             let _ = Command::new("ip")

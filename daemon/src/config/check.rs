@@ -55,11 +55,21 @@ pub fn check_fields(config: &Config, origin: &str) -> Result<(), ConfigError> {
             absolute(&handler.root).map_err(|reason| invalid(&format!("{key}.root"), reason))?;
         }
     }
-    if config.runtime.monitor_path.as_os_str().is_empty() {
-        return Err(invalid(
+    for (key, path, what) in [
+        (
             "runtime.monitor_path",
-            "must name the monitor binary".into(),
-        ));
+            &config.runtime.monitor_path,
+            "the monitor",
+        ),
+        (
+            "runtime.infra_path",
+            &config.runtime.infra_path,
+            "the pod infra",
+        ),
+    ] {
+        if path.as_os_str().is_empty() {
+            return Err(invalid(key, format!("must name {what} binary")));
+        }
     }
     for (registry, endpoints) in &config.registry.mirrors {
         let key = format!("registry.mirrors.{registry}");

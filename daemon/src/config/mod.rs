@@ -99,6 +99,8 @@ pub struct RuntimeConfig {
     pub handlers: BTreeMap<String, RuntimeHandler>,
     /// The monitor binary; a bare name is looked up beside pierd, then in PATH.
     pub monitor_path: PathBuf,
+    /// The process holding a pod's shared PID namespace; looked up like the monitor.
+    pub infra_path: PathBuf,
     pub cgroup_manager: CgroupManager,
 }
 
@@ -114,6 +116,7 @@ impl Default for RuntimeConfig {
                 },
             )]),
             monitor_path: "pier-monitor".into(),
+            infra_path: "pier-infra".into(),
             cgroup_manager: CgroupManager::Cgroupfs,
         }
     }

@@ -175,7 +175,7 @@ async fn set_up(
     runtime.rootfs = daemon.images.create_rootfs(id, &image.id).await?;
 
     let sandbox_runtime = SandboxRuntime::from_record(sandbox);
-    let pid_namespace = pid_namespace(daemon, config).await?;
+    let target_pid_namespace = target_pid_namespace(daemon, config).await?;
     let users = UserDb::read(&runtime.rootfs);
     let parent = sandbox_config
         .linux
@@ -189,7 +189,7 @@ async fn set_up(
         image: &image.config,
         rootfs: &runtime.rootfs,
         users: &users,
-        pid_namespace,
+        target_pid_namespace,
         cgroups_path: spec::cgroups_path(daemon.config.runtime.cgroup_manager, parent, id),
     };
     let oci = spec::generate(&input).map_err(|e| match e {
@@ -199,14 +199,15 @@ async fn set_up(
             reason: other.to_string(),
         },
     })?;
+    runtime.shared_pid = !has_own_pid_namespace(&oci);
     let config_json = runtime.bundle.join("config.json");
     oci.save(&config_json).map_err(|e| Error::Setup {
         what: format!("write {}", config_json.display()),
         reason: e.to_string(),
     })?;
 
-    let monitor = crate::binaries::resolve_monitor(&daemon.config.runtime.monitor_path)
-        .ok_or_else(|| {
+    let monitor =
+        crate::binaries::resolve_own(&daemon.config.runtime.monitor_path).ok_or_else(|| {
             Error::FailedPrecondition(format!(
                 "monitor {} not found beside pierd or in PATH",
                 daemon.config.runtime.monitor_path.display()
@@ -235,9 +236,20 @@ async fn set_up(
     Ok(())
 }
 
-/// The PID namespace a container joins: its target container's for TARGET.
-/// POD mode needs the pod's infra process, which pier does not run yet.
-async fn pid_namespace(
+fn has_own_pid_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    use oci_spec::runtime::LinuxNamespaceType;
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|namespaces| {
+            namespaces
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        })
+}
+
+/// The PID namespace of the container a TARGET-mode container joins.
+async fn target_pid_namespace(
     daemon: &Daemon,
     config: &k8s_cri::v1::ContainerConfig,
 ) -> Result<Option<PathBuf>, Error> {

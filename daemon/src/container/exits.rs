@@ -94,6 +94,15 @@ pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
         if let Err(e) = record_exit(&daemon, &id, &runtime).await {
             tracing::error!(container_id = %id, error = %e, "recording container exit failed");
         }
+        if runtime.shared_pid {
+            // Without a PID namespace of its own, the container's other
+            // processes do not die with its main one; kubelet expects an
+            // exited container to run nothing.
+            let args = ["kill", "--all", id.as_str(), "SIGKILL"];
+            if let Err(e) = super::runc::run(&runtime.runtime, &runtime.runtime_root, &args).await {
+                tracing::debug!(container_id = %id, error = %e, "kill what the container left running");
+            }
+        }
     });
 }
 

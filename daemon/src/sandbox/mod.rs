@@ -34,6 +34,10 @@ pub struct SandboxRuntime {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pinned shared PID namespace, for pods whose PID mode is POD.
+    pub pidns: Option<PathBuf>,
+    /// The `pier-infra` process holding `pidns`, as (pid, start time).
+    pub infra: Option<(i32, u64)>,
     /// The pod's /dev/shm tmpfs; `None` with host IPC.
     pub shm: Option<PathBuf>,
     pub hostname: String,
@@ -95,6 +99,11 @@ impl Namespaces {
 
     pub fn host_ipc(&self) -> bool {
         self.ipc == NamespaceMode::Node
+    }
+
+    /// Whether the pod's containers share one PID namespace held by pier-infra.
+    pub fn shared_pid(&self) -> bool {
+        self.pid == NamespaceMode::Pod
     }
 }
 

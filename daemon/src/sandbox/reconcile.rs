@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{NOT_READY, READY, SandboxRuntime, config_of, teardown};
+use super::{NOT_READY, READY, SandboxRuntime, config_of, namespaces, teardown};
 use crate::daemon::Daemon;
 use crate::error::Error;
 
@@ -22,8 +22,14 @@ fn is_pinned(path: &Path) -> bool {
 pub async fn reconcile(daemon: &Daemon) -> Result<(), Error> {
     for record in daemon.db(|db| db.sandboxes()).await? {
         let runtime = SandboxRuntime::from_record(&record);
-        let pins = [&runtime.netns, &runtime.ipcns, &runtime.utsns];
-        let intact = pins.into_iter().flatten().all(|p| is_pinned(p));
+        let pins = [
+            &runtime.netns,
+            &runtime.ipcns,
+            &runtime.utsns,
+            &runtime.pidns,
+        ];
+        let intact =
+            pins.into_iter().flatten().all(|p| is_pinned(p)) && namespaces::infra_alive(&runtime);
         if record.state == READY && intact {
             continue;
         }

@@ -122,8 +122,18 @@ async fn set_up(
     if !ns.host_ipc() {
         runtime.ipcns = pin("ipcns");
     }
+    let infra = &daemon.config.runtime.infra_path;
+    let infra = if ns.shared_pid() {
+        runtime.pidns = pin("pidns");
+        crate::binaries::resolve_own(infra).ok_or_else(|| Error::Setup {
+            what: "start the pod's infra process for its shared PID namespace".into(),
+            reason: format!("{} is not an executable file", infra.display()),
+        })?
+    } else {
+        infra.clone()
+    };
     save_progress(daemon, id, runtime).await?;
-    namespaces::pin(runtime, sysctls).await?;
+    namespaces::pin(runtime, &infra, sysctls).await?;
 
     let Some(netns) = runtime.netns.clone() else {
         return Ok(());

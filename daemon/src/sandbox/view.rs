@@ -9,12 +9,14 @@ use k8s_cri::v1::{
 use pier_storage::SandboxRecord;
 use serde_json::json;
 
-use super::{READY, SandboxRuntime, config_of};
+use super::{READY, SandboxRuntime, config_of, namespaces};
 use crate::daemon::Daemon;
 use crate::error::Error;
 
+/// Ready as stored, unless the process holding its PID namespace died since
+/// (which took every container in it along): kubelet must then recreate it.
 fn state(record: &SandboxRecord) -> PodSandboxState {
-    if record.state == READY {
+    if record.state == READY && namespaces::infra_alive(&SandboxRuntime::from_record(record)) {
         PodSandboxState::SandboxReady
     } else {
         PodSandboxState::SandboxNotready
@@ -30,7 +32,7 @@ pub async fn status(
     let record = daemon.require_sandbox(id).await?;
     let config = config_of(&record);
     let runtime = SandboxRuntime::from_record(&record);
-    let ready = record.state == READY;
+    let ready = state(&record) == PodSandboxState::SandboxReady;
     let mut ips = if ready {
         runtime.ips.clone()
     } else {

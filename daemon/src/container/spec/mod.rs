@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 pub use process::{Identity, UserDb};
 pub use resources::{cgroups_path, oom_score_adj, resources, unified_host};
 
-use crate::sandbox::SandboxRuntime;
+use crate::sandbox::{Namespaces, SandboxRuntime};
 
 /// What the image's config says about running it (from the image store).
 pub use pier_storage::ImageConfig;
@@ -50,8 +50,8 @@ pub struct SpecInput<'a> {
     /// The mounted root filesystem.
     pub rootfs: &'a Path,
     pub users: &'a UserDb,
-    /// The PID namespace to join for `POD` or `TARGET` mode.
-    pub pid_namespace: Option<PathBuf>,
+    /// The target container's PID namespace, for `TARGET` mode.
+    pub target_pid_namespace: Option<PathBuf>,
     pub cgroups_path: String,
 }
 
@@ -186,25 +186,34 @@ fn namespaces(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
             out.push(json!({ "type": kind, "path": path }));
         }
     }
+    // A container that says nothing follows its pod: kubelet always says,
+    // but other clients (critest among them) leave the options out.
     let mode = input
         .config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref())
         .and_then(|c| c.namespace_options.as_ref())
-        .map_or(NamespaceMode::Container as i32, |o| o.pid);
+        .map_or(Namespaces::of(input.sandbox_config).pid as i32, |o| o.pid);
+    let join = |path: &Option<PathBuf>, missing: &str| match path {
+        Some(path) => Ok(json!({ "type": "pid", "path": path })),
+        None => Err(SpecError::invalid(
+            "config.linux.security_context.namespace_options.pid",
+            missing,
+        )),
+    };
     match NamespaceMode::try_from(mode) {
         Ok(NamespaceMode::Node) => {}
         Ok(NamespaceMode::Container) => out.push(json!({ "type": "pid" })),
-        Ok(NamespaceMode::Pod | NamespaceMode::Target) => match &input.pid_namespace {
-            Some(path) => out.push(json!({ "type": "pid", "path": path })),
-            None => {
-                return Err(SpecError::invalid(
-                    "config.linux.security_context.namespace_options.pid",
-                    "a shared PID namespace was asked for, and the pod or target has none to join",
-                ));
-            }
-        },
+        Ok(NamespaceMode::Pod) => out.push(join(
+            &sandbox.pidns,
+            "POD asks for the pod's shared PID namespace, and the pod has none \
+             (its own PID mode is not POD)",
+        )?),
+        Ok(NamespaceMode::Target) => out.push(join(
+            &input.target_pid_namespace,
+            "TARGET asks for the target container's PID namespace, and none was found",
+        )?),
         Err(_) => {
             return Err(SpecError::invalid(
                 "config.linux.security_context.namespace_options.pid",

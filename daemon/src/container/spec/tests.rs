@@ -147,7 +147,11 @@ fn spec_for(
     config: &ContainerConfig,
     pod: &PodSandboxConfig,
 ) -> Result<serde_json::Value, SpecError> {
-    let sandbox = sandbox();
+    let mut sandbox = sandbox();
+    // As RunPodSandbox does: a pod sharing its PID namespace has one pinned.
+    if Namespaces::of(pod).shared_pid() {
+        sandbox.pidns = Some("/run/pier/pidns/p".into());
+    }
     let image = image();
     let users = users();
     let input = SpecInput {
@@ -157,7 +161,7 @@ fn spec_for(
         image: &image,
         rootfs: Path::new("/var/lib/pier/containers/c/merged"),
         users: &users,
-        pid_namespace: None,
+        target_pid_namespace: None,
         cgroups_path: "/pier/pier-c".into(),
     };
     generate(&input).map(|spec| serde_json::to_value(spec).expect("serialize"))
@@ -246,6 +250,60 @@ fn privileged_needs_a_privileged_pod_and_drops_masks_and_seccomp() {
     assert!(caps.contains(&json!("CAP_SYS_ADMIN")));
 }
 
+fn pod_with_pid(mode: NamespaceMode) -> PodSandboxConfig {
+    PodSandboxConfig {
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pid_namespace(spec: &serde_json::Value) -> Option<serde_json::Value> {
+    spec["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .find(|n| n["type"] == "pid")
+        .cloned()
+}
+
+#[test]
+fn pod_pid_mode_joins_the_pods_shared_namespace() {
+    let config = context(|c| {
+        c.namespace_options = Some(NamespaceOption {
+            pid: NamespaceMode::Pod as i32,
+            ..Default::default()
+        })
+    });
+    let spec = spec_for(&config, &pod_with_pid(NamespaceMode::Pod)).expect("spec");
+    assert_eq!(
+        pid_namespace(&spec),
+        Some(json!({ "type": "pid", "path": "/run/pier/pidns/p" }))
+    );
+}
+
+#[test]
+fn unspecified_pid_mode_follows_the_pod() {
+    let config = ContainerConfig::default();
+    let shared = spec_for(&config, &pod_with_pid(NamespaceMode::Pod)).expect("spec");
+    assert_eq!(
+        pid_namespace(&shared),
+        Some(json!({ "type": "pid", "path": "/run/pier/pidns/p" }))
+    );
+    let own = spec_for(&config, &pod_with_pid(NamespaceMode::Container)).expect("spec");
+    assert_eq!(pid_namespace(&own), Some(json!({ "type": "pid" })));
+    let host = spec_for(&config, &pod_with_pid(NamespaceMode::Node)).expect("spec");
+    assert_eq!(pid_namespace(&host), None);
+}
+
 #[test]
 fn shared_pid_namespace_without_one_to_join_is_refused() {
     let config = context(|c| {
@@ -254,6 +312,7 @@ fn shared_pid_namespace_without_one_to_join_is_refused() {
             ..Default::default()
         })
     });
-    let err = spec_for(&config, &PodSandboxConfig::default()).expect_err("accepted");
+    let err = spec_for(&config, &pod_with_pid(NamespaceMode::Container)).expect_err("accepted");
     assert!(err.to_string().contains("namespace_options.pid"), "{err}");
+    assert!(err.to_string().contains("the pod has none"), "{err}");
 }
