@@ -7,6 +7,7 @@ use pier_storage::{ContainerRecord, Database, DbError, ImageStore, SandboxRecord
 use crate::config::Config;
 use crate::container::exits::ExitWatch;
 use crate::error::Error;
+use crate::events::Events;
 use crate::locks::KeyedLocks;
 
 /// What every CRI request can reach.
@@ -17,6 +18,8 @@ pub struct Daemon {
     pub images: ImageStore,
     /// Container exits as the monitors report them.
     pub exits: ExitWatch,
+    /// Lifecycle events for GetContainerEvents subscribers.
+    pub events: Events,
     db: SharedDatabase,
 }
 
@@ -27,6 +30,7 @@ impl Daemon {
             locks: KeyedLocks::default(),
             images,
             exits: ExitWatch::default(),
+            events: Events::default(),
             db,
         }
     }

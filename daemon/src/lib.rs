@@ -8,6 +8,7 @@ pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod locks;
 pub mod logging;

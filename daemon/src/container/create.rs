@@ -2,6 +2,7 @@
 //! monitor. Each step's failure undoes the earlier ones; a crash leaves a
 //! `creating` row that the next start cleans up.
 
+use k8s_cri::v1::ContainerEventType;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -147,6 +148,8 @@ pub async fn create(
         .await?;
     super::exits::watch(Arc::clone(daemon), id.clone(), runtime.clone());
     tracing::info!(pid = runtime.pid, "container created");
+    let created = ContainerEventType::ContainerCreatedEvent;
+    daemon.events.emit(daemon, &sandbox.id, &id, created).await;
     Ok(id)
 }
 

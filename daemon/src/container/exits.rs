@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use k8s_cri::v1::ContainerEventType;
 use pier_proto::exit_file::{self, ExitStatus};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -156,19 +157,24 @@ pub async fn record_exit(
     let recorded = daemon
         .db(move |db| {
             let Some(current) = db.container(&record)? else {
-                return Ok(());
+                return Ok(None);
             };
             progress.started_at = current.started_at;
-            db.set_container_progress(&record, &progress)
+            db.set_container_progress(&record, &progress)?;
+            Ok(Some(current.sandbox_id))
         })
         .await;
-    match recorded {
+    let sandbox_id = match recorded {
         // Removed while we waited: nothing to record.
-        Err(crate::error::Error::Db(pier_storage::DbError::NotFound { .. })) => {}
+        Err(crate::error::Error::Db(pier_storage::DbError::NotFound { .. })) => None,
         other => other?,
-    }
+    };
     tracing::info!(container_id = %id, exit_code = status.exit_code, reason, "container exited");
     daemon.exits.publish(id, status);
+    if let Some(sandbox_id) = sandbox_id {
+        let stopped = ContainerEventType::ContainerStoppedEvent;
+        daemon.events.emit(daemon, &sandbox_id, id, stopped).await;
+    }
     Ok(())
 }
 

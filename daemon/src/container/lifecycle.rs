@@ -1,6 +1,7 @@
 //! StartContainer, StopContainer, RemoveContainer, ExecSync,
 //! ReopenContainerLog, and the restart reconciliation of containers.
 
+use k8s_cri::v1::ContainerEventType;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,11 @@ pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
         })
         .await?;
     tracing::info!("container started");
+    let started = ContainerEventType::ContainerStartedEvent;
+    daemon
+        .events
+        .emit(daemon, &record.sandbox_id, &record.id, started)
+        .await;
     Ok(())
 }
 
@@ -143,6 +149,11 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
     stop_locked(daemon, &record.id, 0).await?;
     discard(daemon, &record.id, &ContainerRuntime::from_record(&record)).await;
     tracing::info!("container removed");
+    let deleted = ContainerEventType::ContainerDeletedEvent;
+    daemon
+        .events
+        .emit(daemon, &record.sandbox_id, &record.id, deleted)
+        .await;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ pub use create::create;
 pub use lifecycle::{
     exec_sync, reconcile, remove, reopen_log, start, stop, stop_all_in_sandbox, update_resources,
 };
-pub use view::{list, select, status};
+pub use view::{list, select, status, status_of};
 
 /// Container states as stored. `creating` marks a row whose setup has not
 /// finished; a crash leaves it for the next start to clean up.

@@ -28,12 +28,31 @@ pub async fn status(
     verbose: bool,
 ) -> Result<(ContainerStatus, HashMap<String, String>), Error> {
     let record = daemon.require_container(id).await?;
-    let config = config_of(&record);
     let runtime = ContainerRuntime::from_record(&record);
-    let status = ContainerStatus {
+    let status = status_of(&record, &runtime);
+    let mut info = HashMap::new();
+    if verbose {
+        let spec = std::fs::read_to_string(runtime.bundle.join("config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+        let details = json!({
+            "sandboxID": record.sandbox_id,
+            "pid": runtime.pid,
+            "monitorPid": runtime.monitor_pid,
+            "runtimeSpec": spec,
+        });
+        info.insert("info".to_owned(), details.to_string());
+    }
+    Ok((status, info))
+}
+
+/// A stored container as the CRI shows its status.
+pub fn status_of(record: &ContainerRecord, runtime: &ContainerRuntime) -> ContainerStatus {
+    let config = config_of(record);
+    ContainerStatus {
         id: record.id.clone(),
         metadata: config.metadata.clone(),
-        state: state(&record) as i32,
+        state: state(record) as i32,
         created_at: record.created_at,
         started_at: record.started_at,
         finished_at: record.finished_at,
@@ -52,21 +71,7 @@ pub async fn status(
         log_path: runtime.log_path.display().to_string(),
         resources: None,
         user: None,
-    };
-    let mut info = HashMap::new();
-    if verbose {
-        let spec = std::fs::read_to_string(runtime.bundle.join("config.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
-        let details = json!({
-            "sandboxID": record.sandbox_id,
-            "pid": runtime.pid,
-            "monitorPid": runtime.monitor_pid,
-            "runtimeSpec": spec,
-        });
-        info.insert("info".to_owned(), details.to_string());
     }
-    Ok((status, info))
 }
 
 /// The stored containers matching `filter`, oldest first, with their configs.

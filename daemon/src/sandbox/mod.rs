@@ -19,7 +19,7 @@ use pier_storage::SandboxRecord;
 pub use reconcile::reconcile;
 pub use run::run;
 pub use teardown::{remove, stop};
-pub use view::{list, status};
+pub use view::{list, status, status_of};
 
 /// Sandbox states as stored.
 pub const READY: &str = "ready";

@@ -3,7 +3,7 @@
 //! name; progress is stored before each risky step so a crash leaves a row
 //! that says what to release.
 
-use k8s_cri::v1::{PodSandboxConfig, Protocol, RunPodSandboxRequest};
+use k8s_cri::v1::{ContainerEventType, PodSandboxConfig, Protocol, RunPodSandboxRequest};
 use prost::Message;
 use serde_json::json;
 
@@ -71,6 +71,12 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
                 })
                 .await?;
             tracing::info!(ips = ?runtime.ips, "sandbox ready");
+            for kind in [
+                ContainerEventType::ContainerCreatedEvent,
+                ContainerEventType::ContainerStartedEvent,
+            ] {
+                daemon.events.emit(daemon, &id, &id, kind).await;
+            }
             Ok(id)
         }
         Err(e) => {

@@ -1,7 +1,7 @@
 //! StopPodSandbox and RemovePodSandbox. Both are idempotent: every step
 //! tolerates what an earlier call, a failed setup or a crash already released.
 
-use k8s_cri::v1::PodSandboxConfig;
+use k8s_cri::v1::{ContainerEventType, PodSandboxConfig};
 use pier_storage::SandboxRecord;
 use tokio::sync::OwnedMutexGuard;
 
@@ -74,6 +74,11 @@ pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
             .db(move |db| db.set_sandbox_state(&sandbox, NOT_READY))
             .await?;
         tracing::info!("sandbox stopped");
+        let stopped = ContainerEventType::ContainerStoppedEvent;
+        daemon
+            .events
+            .emit(daemon, &record.id, &record.id, stopped)
+            .await;
     }
     Ok(())
 }
@@ -90,8 +95,17 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
             reason: e.to_string(),
         })?;
     }
+    // Taken while the row exists: the event names the pod it was.
+    let last = match daemon.events.wanted() {
+        true => crate::events::snapshot(daemon, &record.id).await,
+        false => None,
+    };
     let sandbox = record.id.clone();
     daemon.db(move |db| db.delete_sandbox(&sandbox)).await?;
     tracing::info!("sandbox removed");
+    if let Some(last) = last {
+        let deleted = ContainerEventType::ContainerDeletedEvent;
+        daemon.events.send(&record.id, deleted, last);
+    }
     Ok(())
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox, PodSandboxFilter, PodSandboxNetworkStatus,
-    PodSandboxState, PodSandboxStatus,
+    LinuxPodSandboxStatus, Namespace, PodIp, PodSandbox, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
 };
 use pier_storage::SandboxRecord;
 use serde_json::json;
@@ -15,8 +15,8 @@ use crate::error::Error;
 
 /// Ready as stored, unless the process holding its PID namespace died since
 /// (which took every container in it along): kubelet must then recreate it.
-fn state(record: &SandboxRecord) -> PodSandboxState {
-    if record.state == READY && namespaces::infra_alive(&SandboxRuntime::from_record(record)) {
+fn state(record: &SandboxRecord, runtime: &SandboxRuntime) -> PodSandboxState {
+    if record.state == READY && namespaces::infra_alive(runtime) {
         PodSandboxState::SandboxReady
     } else {
         PodSandboxState::SandboxNotready
@@ -30,39 +30,9 @@ pub async fn status(
     verbose: bool,
 ) -> Result<(PodSandboxStatus, HashMap<String, String>), Error> {
     let record = daemon.require_sandbox(id).await?;
-    let config = config_of(&record);
     let runtime = SandboxRuntime::from_record(&record);
-    let ready = state(&record) == PodSandboxState::SandboxReady;
-    let mut ips = if ready {
-        runtime.ips.clone()
-    } else {
-        Vec::new()
-    }
-    .into_iter();
-    let options = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
-    let status = PodSandboxStatus {
-        id: record.id.clone(),
-        metadata: config.metadata.clone(),
-        state: state(&record) as i32,
-        created_at: record.created_at,
-        network: Some(PodSandboxNetworkStatus {
-            ip: ips.next().unwrap_or_default(),
-            additional_ips: ips.map(|ip| PodIp { ip }).collect(),
-        }),
-        linux: Some(LinuxPodSandboxStatus {
-            namespaces: Some(Namespace {
-                options: Some(options),
-            }),
-        }),
-        labels: config.labels.clone(),
-        annotations: config.annotations.clone(),
-        runtime_handler: record.runtime_handler.clone(),
-    };
+    let config = config_of(&record);
+    let status = status_of(&record, &config, &runtime);
     let mut info = HashMap::new();
     if verbose {
         let details = json!({
@@ -76,6 +46,46 @@ pub async fn status(
     Ok((status, info))
 }
 
+/// A stored sandbox as the CRI shows its status.
+pub fn status_of(
+    record: &SandboxRecord,
+    config: &PodSandboxConfig,
+    runtime: &SandboxRuntime,
+) -> PodSandboxStatus {
+    let state = state(record, runtime);
+    let ready = state == PodSandboxState::SandboxReady;
+    let mut ips = if ready {
+        runtime.ips.clone()
+    } else {
+        Vec::new()
+    }
+    .into_iter();
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    PodSandboxStatus {
+        id: record.id.clone(),
+        metadata: config.metadata.clone(),
+        state: state as i32,
+        created_at: record.created_at,
+        network: Some(PodSandboxNetworkStatus {
+            ip: ips.next().unwrap_or_default(),
+            additional_ips: ips.map(|ip| PodIp { ip }).collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(options),
+            }),
+        }),
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        runtime_handler: record.runtime_handler.clone(),
+    }
+}
+
 /// The sandboxes matching `filter`, oldest first.
 pub async fn list(
     daemon: &Daemon,
@@ -86,13 +96,14 @@ pub async fn list(
     Ok(records
         .iter()
         .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
-        .filter(|r| {
+        .map(|r| (r, state(r, &SandboxRuntime::from_record(r))))
+        .filter(|(_, state)| {
             filter
                 .state
                 .as_ref()
-                .is_none_or(|s| s.state == state(r) as i32)
+                .is_none_or(|s| s.state == *state as i32)
         })
-        .filter_map(|r| {
+        .filter_map(|(r, state)| {
             let config = config_of(r);
             let labels_match = filter
                 .label_selector
@@ -101,7 +112,7 @@ pub async fn list(
             labels_match.then(|| PodSandbox {
                 id: r.id.clone(),
                 metadata: config.metadata.clone(),
-                state: state(r) as i32,
+                state: state as i32,
                 created_at: r.created_at,
                 labels: config.labels.clone(),
                 annotations: config.annotations.clone(),

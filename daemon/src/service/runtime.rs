@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use k8s_cri::v1::runtime_service_server;
 use k8s_cri::v1::*;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::unimplemented;
@@ -88,7 +90,14 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _request: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents")
+        let events = BroadcastStream::new(self.daemon.events.subscribe()).map(|event| {
+            event.map_err(|BroadcastStreamRecvError::Lagged(missed)| {
+                Status::resource_exhausted(format!(
+                    "container event stream fell {missed} events behind; subscribe again and relist"
+                ))
+            })
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn run_pod_sandbox(
