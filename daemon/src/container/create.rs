@@ -202,7 +202,6 @@ async fn set_up(
             reason: other.to_string(),
         },
     })?;
-    runtime.shared_pid = !has_own_pid_namespace(&oci);
     let config_json = runtime.bundle.join("config.json");
     oci.save(&config_json).map_err(|e| Error::Setup {
         what: format!("write {}", config_json.display()),
@@ -237,18 +236,6 @@ async fn set_up(
     runtime.monitor_pid = created.monitor_pid;
     runtime.monitor_start_time = created.monitor_start_time;
     Ok(())
-}
-
-fn has_own_pid_namespace(spec: &oci_spec::runtime::Spec) -> bool {
-    use oci_spec::runtime::LinuxNamespaceType;
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|namespaces| {
-            namespaces
-                .iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
-        })
 }
 
 /// The PID namespace of the container a TARGET-mode container joins.

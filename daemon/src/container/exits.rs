@@ -95,14 +95,14 @@ pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
         if let Err(e) = record_exit(&daemon, &id, &runtime).await {
             tracing::error!(container_id = %id, error = %e, "recording container exit failed");
         }
-        if runtime.shared_pid {
-            // Without a PID namespace of its own, the container's other
-            // processes do not die with its main one; kubelet expects an
-            // exited container to run nothing.
-            let args = ["kill", "--all", id.as_str(), "SIGKILL"];
-            if let Err(e) = super::runc::run(&runtime.runtime, &runtime.runtime_root, &args).await {
-                tracing::debug!(container_id = %id, error = %e, "kill what the container left running");
-            }
+        // The runtime's state of an exited container is of no more use:
+        // delete it now, off every request's path, rather than in
+        // RemoveContainer. For a container without a PID namespace of its
+        // own this also kills what its main process left running, as
+        // kubelet expects of an exited container.
+        let args = ["delete", "--force", id.as_str()];
+        if let Err(e) = super::runc::run(&runtime.runtime, &runtime.runtime_root, &args).await {
+            tracing::debug!(container_id = %id, error = %e, "runtime delete after exit");
         }
     });
 }

@@ -162,7 +162,10 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// for undoing a failed create.
 pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     let began = std::time::Instant::now();
-    if !runtime.runtime.as_os_str().is_empty() {
+    // The exit watcher deletes the runtime's state when the container exits
+    // (runc keeps it in `<root>/<id>`); only what it has not reached is left.
+    let has_state = runtime.runtime_root.join(id).exists();
+    if has_state && !runtime.runtime.as_os_str().is_empty() {
         let _ = runc::run(
             &runtime.runtime,
             &runtime.runtime_root,

@@ -50,10 +50,6 @@ pub struct ContainerRuntime {
     pub start_time: u64,
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
-    /// Whether the container shares a PID namespace (the pod's, a target's or
-    /// the host's): then its other processes outlive its main one.
-    #[serde(default)]
-    pub shared_pid: bool,
 }
 
 impl ContainerRuntime {
