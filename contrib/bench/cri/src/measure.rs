@@ -29,7 +29,17 @@ fn pod(n: usize, tag: &str) -> RunPodSandboxRequest {
                 attempt: 0,
             }),
             hostname: name,
-            linux: Some(LinuxPodSandboxConfig::default()),
+            // What kubelet sends for a pod without shareProcessNamespace.
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        pid: NamespaceMode::Container as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         runtime_handler: String::new(),
@@ -67,16 +77,9 @@ async fn lifecycle(cri: &mut Cri, n: usize, tag: &str) -> [(&'static str, Durati
     ]
 }
 
-/// Create, start, exec (three times, as probes do), stop and remove one
-/// busybox container in a running pod, each timed.
-async fn container_cycle(
-    cri: &mut Cri,
-    pod_id: &str,
-    pod: &PodSandboxConfig,
-    image: &str,
-    n: usize,
-) -> Vec<(&'static str, Duration)> {
-    let config = ContainerConfig {
+/// A busybox container that sleeps, as kubelet would configure it.
+fn sleeper(n: usize, image: &str) -> ContainerConfig {
+    ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: format!("c{n}"),
             attempt: 0,
@@ -97,7 +100,47 @@ async fn container_cycle(
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// Creates and starts a sleeping container in the pod; returns its id.
+async fn start_sleeper(
+    cri: &mut Cri,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    image: &str,
+    n: usize,
+) -> String {
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(sleeper(n, image)),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("StartContainer");
+    id
+}
+
+/// Create, start, exec (three times, as probes do), stop and remove one
+/// busybox container in a running pod, each timed.
+async fn container_cycle(
+    cri: &mut Cri,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    image: &str,
+    n: usize,
+) -> Vec<(&'static str, Duration)> {
+    let config = sleeper(n, image);
     let mut out = Vec::new();
     let t = Instant::now();
     let id = cri
@@ -213,12 +256,17 @@ pub async fn run(
     let idle = pss_kb(daemon_pid, dir);
     let mut ids = Vec::new();
     for n in 0..pods {
+        let request = pod(n, "mem");
+        let config = request.config.clone().unwrap_or_default();
         let id = cri
             .runtime
-            .run_pod_sandbox(pod(n, "mem"))
+            .run_pod_sandbox(request)
             .await
-            .expect("RunPodSandbox");
-        ids.push(id.into_inner().pod_sandbox_id);
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        start_sleeper(&mut cri, &id, &config, image, n).await;
+        ids.push(id);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded = pss_kb(daemon_pid, dir);
@@ -244,7 +292,9 @@ pub async fn run(
 }
 
 /// PSS of the daemon, the processes whose command line names its private
-/// dir (containerd's shims), and all their descendants (pause processes).
+/// dir (pier's monitors, containerd's shims), and all their descendants
+/// (pause processes), but not the containers' own `sleep` processes: the
+/// workload costs the same on both.
 fn pss_kb(daemon: u32, dir: &Path) -> u64 {
     let dir = dir.display().to_string();
     let mut procs: Vec<(u32, u32, String)> = Vec::new();
@@ -276,8 +326,14 @@ fn pss_kb(daemon: u32, dir: &Path) -> u64 {
             break;
         }
     }
+    let workload: HashSet<u32> = procs
+        .iter()
+        .filter(|(_, _, cmd)| cmd.starts_with("sleep "))
+        .map(|(pid, _, _)| *pid)
+        .collect();
     members
         .iter()
+        .filter(|pid| !workload.contains(pid))
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
         .filter_map(|text| {
             let line = text.lines().find(|l| l.starts_with("Pss:"))?;
@@ -378,7 +434,10 @@ impl Report {
         }
         let title = format!("containers in one pod ({} cycles)", self.iterations);
         print_table(&title, a.name, b.name, &container_rows);
-        println!("\nmemory (PSS of the daemon and every process it keeps per pod), kB");
+        println!(
+            "\nmemory (PSS of the daemon and every process it keeps per pod; each pod runs one \
+             sleeping container, whose own process is not counted), kB"
+        );
         for f in &self.figures {
             let per_pod = f.memory.1.saturating_sub(f.memory.0) / self.pods.max(1) as u64;
             println!(
