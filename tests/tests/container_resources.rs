@@ -71,6 +71,19 @@ async fn update_container_resources_changes_the_cgroup() {
         read(&format!("cpu/pier/pier-{id}/cpu.shares")).trim(),
         "256"
     );
+    // ContainerStatus reports the resources as updated, and who runs it.
+    let status = status(&mut cri, &id).await;
+    let resources = status
+        .resources
+        .and_then(|r| r.linux)
+        .expect("resources in the status");
+    assert_eq!(resources.memory_limit_in_bytes, limit as i64);
+    assert_eq!(resources.cpu_shares, 256);
+    let user = status
+        .user
+        .and_then(|u| u.linux)
+        .expect("user in the status");
+    assert_eq!((user.uid, user.gid), (0, 0));
     cri.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod_id,
     })

@@ -202,6 +202,19 @@ async fn set_up(
             reason: other.to_string(),
         },
     })?;
+    runtime.user = oci.process().as_ref().map(|p| {
+        let user = p.user();
+        k8s_cri::v1::LinuxContainerUser {
+            uid: user.uid().into(),
+            gid: user.gid().into(),
+            supplemental_groups: user
+                .additional_gids()
+                .iter()
+                .flatten()
+                .map(|&g| g.into())
+                .collect(),
+        }
+    });
     let config_json = runtime.bundle.join("config.json");
     oci.save(&config_json).map_err(|e| Error::Setup {
         what: format!("write {}", config_json.display()),

@@ -249,6 +249,13 @@ pub async fn update_resources(
         Some(input.as_bytes()),
     )
     .await?;
+    let mut config = super::config_of(&record);
+    config.linux.get_or_insert_default().resources = Some(resources);
+    let bytes = prost::Message::encode_to_vec(&config);
+    let row = record.id.clone();
+    daemon
+        .db(move |db| db.set_container_config(&row, &bytes))
+        .await?;
     tracing::info!("container resources updated");
     Ok(())
 }

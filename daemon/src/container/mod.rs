@@ -50,6 +50,10 @@ pub struct ContainerRuntime {
     pub start_time: u64,
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
+    /// The identity the container's first process started with, for
+    /// ContainerStatus.
+    #[serde(default)]
+    pub user: Option<k8s_cri::v1::LinuxContainerUser>,
 }
 
 impl ContainerRuntime {

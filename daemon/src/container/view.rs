@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1::{
-    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ImageSpec,
+    Container, ContainerConfig, ContainerFilter, ContainerResources, ContainerState,
+    ContainerStatus, ContainerUser, ImageSpec,
 };
 use pier_storage::ContainerRecord;
 use serde_json::json;
@@ -69,8 +70,18 @@ pub fn status_of(record: &ContainerRecord, runtime: &ContainerRuntime) -> Contai
         annotations: config.annotations.clone(),
         mounts: config.mounts.clone(),
         log_path: runtime.log_path.display().to_string(),
-        resources: None,
-        user: None,
+        resources: config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|linux| ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
+        user: runtime
+            .user
+            .clone()
+            .map(|linux| ContainerUser { linux: Some(linux) }),
     }
 }
 

@@ -183,6 +183,17 @@ impl Database {
         )
     }
 
+    /// Replaces the stored CRI config of a container (its resources change
+    /// with UpdateContainerResources, and ContainerStatus reports them).
+    pub fn set_container_config(&self, id: &str, config: &[u8]) -> Result<(), DbError> {
+        self.update_one(
+            "container",
+            id,
+            "UPDATE containers SET config = ?2 WHERE id = ?1",
+            config,
+        )
+    }
+
     /// Removes a container row. Returns whether it existed.
     pub fn delete_container(&self, id: &str) -> Result<bool, DbError> {
         Ok(self
