@@ -17,6 +17,9 @@ pub fn containers_dir(root: &Path) -> PathBuf {
     root.join("containers")
 }
 
+/// Prefix of container directories being deleted.
+const TRASH_PREFIX: &str = ".trash-";
+
 fn rootfs_err(id: &str, cause: impl Into<String>) -> ImageError {
     ImageError::Rootfs {
         container: id.to_owned(),
@@ -152,12 +155,35 @@ fn unmount_path(path: &Path) -> io::Result<()> {
 
 /// Unmounts and deletes everything of container `id`.
 pub fn remove(root: &Path, id: &str) -> Result<(), ImageError> {
+    match detach(root, id)? {
+        Some(trash) => delete_trash(&trash),
+        None => Ok(()),
+    }
+}
+
+/// Unmounts the rootfs of container `id` and moves its directory out of
+/// sight (a rename: cheap). Returns where it went, for [`delete_trash`],
+/// or `None` if there was nothing. A crash before the deletion leaves a
+/// `.trash-` directory that the startup cleanup deletes.
+pub fn detach(root: &Path, id: &str) -> Result<Option<PathBuf>, ImageError> {
     let dir = container_dir(root, id)?;
     unmount(root, id)?;
-    match fs::remove_dir_all(&dir) {
+    let trash = containers_dir(root).join(format!("{TRASH_PREFIX}{id}"));
+    // A trash dir of the same id left by an earlier, interrupted removal.
+    delete_trash(&trash)?;
+    match fs::rename(&dir, &trash) {
+        Ok(()) => Ok(Some(trash)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ImageError::io("move to trash", dir, e)),
+    }
+}
+
+/// Deletes a directory [`detach`] moved out of sight.
+pub fn delete_trash(trash: &Path) -> Result<(), ImageError> {
+    match fs::remove_dir_all(trash) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ImageError::io("remove", dir, e)),
+        Err(e) => Err(ImageError::io("remove", trash, e)),
     }
 }
 
@@ -169,6 +195,12 @@ pub fn cleanup(root: &Path, exists: impl Fn(&str) -> bool) -> Result<(), ImageEr
     };
     for entry in entries.flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();
+        if id.starts_with(TRASH_PREFIX) {
+            if let Err(e) = delete_trash(&entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove trash");
+            }
+            continue;
+        }
         if exists(&id) {
             continue;
         }

@@ -550,11 +550,19 @@ impl ImageStore {
     }
 
     /// Unmounts a container's root filesystem and deletes its writable layer.
-    /// Idempotent.
+    /// Idempotent. The mount is gone when this returns; the files are deleted
+    /// in the background, off the caller's path.
     pub async fn remove_rootfs(&self, container_id: &str) -> Result<(), ImageError> {
         let root = self.inner.config.root.clone();
         let id = container_id.to_owned();
-        blocking(move || rootfs::remove(&root, &id)).await
+        if let Some(trash) = blocking(move || rootfs::detach(&root, &id)).await? {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = rootfs::delete_trash(&trash) {
+                    tracing::warn!(error = %e, "cannot delete a removed container's files");
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Unmounts a container's root filesystem, keeping its writable layer.

@@ -150,11 +150,14 @@ async fn restart_removes_leftover_mounts_and_partial_pulls_but_keeps_live_ones()
     fs::create_dir_all(layers.join("ab".repeat(32))).unwrap();
     fs::write(t.root().join("blobs/tmp/partial"), b"x").unwrap();
     fs::write(t.root().join("blobs/sha256").join("cd".repeat(32)), b"x").unwrap();
+    // A removal whose background deletion a crash cut short.
+    fs::create_dir_all(t.root().join("containers/.trash-gone/upper")).unwrap();
     let layers_before = t.layer_dirs().len();
 
     t.reopen().await;
     assert!(!is_mounted(&ghost), "a crash's mount is removed");
     assert!(!t.root().join("containers/ghost").exists());
+    assert!(!t.root().join("containers/.trash-gone").exists());
     assert!(is_mounted(&live), "a recorded container keeps its rootfs");
     assert_eq!(t.layer_dirs().len(), layers_before - 2);
     assert!(common::list_dir(&t.root().join("blobs/tmp")).is_empty());

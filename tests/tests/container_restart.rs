@@ -30,12 +30,59 @@ async fn exits_while_pierd_is_down_are_recorded_after_restart() {
     .await;
     drop(cri);
     pierd.kill();
+    // runc state of a container pier does not know, as a crash between a
+    // removal's row delete and its runtime delete would leave: made with
+    // runc itself from the long container's bundle.
+    let runtime_root = pierd.runroot().join("runtime/runc");
+    let orphan = "0".repeat(64);
+    let bundle = pierd.root().join("orphan-bundle");
+    std::fs::create_dir_all(&bundle).expect("orphan bundle");
+    let spec_path = pierd
+        .root()
+        .join("containers")
+        .join(&long)
+        .join("bundle/config.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(spec_path).expect("long's spec")).expect("spec");
+    // A cgroup of its own: deleting the orphan must not touch `long`.
+    spec["linux"]["cgroupsPath"] =
+        serde_json::json!(format!("/pier-test-orphan-{}", std::process::id()));
+    std::fs::write(bundle.join("config.json"), spec.to_string()).expect("write spec");
+    let created = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runtime_root)
+        .args(["create", "--bundle"])
+        .arg(&bundle)
+        .arg(&orphan)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("runc create");
+    assert!(created.success(), "runc create of the orphan");
     tokio::time::sleep(Duration::from_secs(2)).await;
     pierd.restart().await;
 
     let mut cri = pierd.cri().await.runtime;
     let short_status = wait_exited(&mut cri, &short, Duration::from_secs(5)).await;
     assert_eq!(short_status.exit_code, 5, "the real exit code, not a guess");
+    // The runtime state of exited and unknown containers is deleted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while runtime_root.join(&short).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runc state of an exited container kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        runtime_root.join(&long).exists(),
+        "a running container keeps its state"
+    );
+    assert!(
+        !runtime_root.join(&orphan).exists(),
+        "unknown runtime state is deleted"
+    );
     let long_status = status(&mut cri, &long).await;
     assert_eq!(
         long_status.state,

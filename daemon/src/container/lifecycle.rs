@@ -162,10 +162,12 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// for undoing a failed create.
 pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     let began = std::time::Instant::now();
-    // The exit watcher deletes the runtime's state when the container exits
-    // (runc keeps it in `<root>/<id>`); only what it has not reached is left.
+    // Once the exit is published, the exit watcher deletes the runtime's
+    // state (runc keeps it in `<root>/<id>`); a second delete here would
+    // only race it. What neither reaches, the next startup sweeps.
+    let exit_known = daemon.exits.subscribe(id).borrow().is_some();
     let has_state = runtime.runtime_root.join(id).exists();
-    if has_state && !runtime.runtime.as_os_str().is_empty() {
+    if has_state && !exit_known && !runtime.runtime.as_os_str().is_empty() {
         let _ = runc::run(
             &runtime.runtime,
             &runtime.runtime_root,
@@ -330,6 +332,45 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
             }
             CREATED | RUNNING => exits::watch(Arc::clone(daemon), record.id.clone(), runtime),
             _ => {}
+        }
+    }
+    sweep_runtime_state(daemon).await
+}
+
+/// Deletes the OCI runtime's state of containers that exited or no longer
+/// exist: what an exit watcher did not reach before pierd stopped. A runtime
+/// root the operator configured may be shared with other tools: there only
+/// containers pier knows as exited are touched.
+async fn sweep_runtime_state(daemon: &Daemon) -> Result<(), Error> {
+    let containers = daemon.db(|db| db.containers()).await?;
+    let state_of: std::collections::HashMap<String, String> =
+        containers.into_iter().map(|c| (c.id, c.state)).collect();
+    for (name, handler) in &daemon.config.runtime.handlers {
+        let own_root = handler.root.as_os_str().is_empty();
+        let root = if own_root {
+            daemon.config.runroot.join("runtime").join(name)
+        } else {
+            handler.root.clone()
+        };
+        let (Ok(entries), Some(binary)) = (
+            std::fs::read_dir(&root),
+            crate::binaries::resolve(&handler.path),
+        ) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let stale = match state_of.get(&id) {
+                Some(state) => state == EXITED,
+                None => own_root,
+            };
+            if !stale || !entry.path().is_dir() {
+                continue;
+            }
+            tracing::info!(container_id = %id, "deleting runtime state left by an exited container");
+            if let Err(e) = runc::run(&binary, &root, &["delete", "--force", &id]).await {
+                tracing::warn!(container_id = %id, error = %e, "runtime delete");
+            }
         }
     }
     Ok(())
