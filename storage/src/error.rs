@@ -51,8 +51,11 @@ pub enum ImageError {
 pub enum PullError {
     #[error("registry {registry} is unreachable: {cause}")]
     Unreachable { registry: String, cause: String },
-    #[error("registry {registry} refused the credentials (unauthorized)")]
-    Unauthorized { registry: String },
+    #[error("registry {registry} {detail} (unauthorized)")]
+    Unauthorized {
+        registry: String,
+        detail: &'static str,
+    },
     #[error("{reference} not found in registry {registry}")]
     ManifestNotFound { reference: String, registry: String },
     #[error("no manifest for platform {platform}; the image has {available}")]

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use oci_client::Reference;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
@@ -19,7 +18,7 @@ use crate::digest::{self, Digest, HashingReader};
 use crate::error::PullError;
 use crate::fsops;
 use crate::manifest::Descriptor;
-use crate::registry::{self, Session};
+use crate::registry::{self, Session, Source};
 use crate::unpack::{self, UnpackError, UnpackOptions};
 
 /// Prefix of directories being unpacked; never a valid layer name.
@@ -154,7 +153,7 @@ pub async fn ensure(
     dirs: &LayerDirs,
     leases: &Leases,
     session: &Session,
-    remote: &Reference,
+    source: &Source,
     job: &LayerJob,
     state: &PullState,
 ) -> Result<Option<u64>, PullError> {
@@ -171,7 +170,7 @@ pub async fn ensure(
     tokio::fs::create_dir(&tmp)
         .await
         .map_err(|e| PullError::io("create layer dir", tmp.clone(), e))?;
-    let result = fetch_and_unpack(session, remote, job, &tmp, state).await;
+    let result = fetch_and_unpack(session, source, job, &tmp, state).await;
     let size = match result {
         Ok(size) => size,
         Err(e) => {
@@ -241,7 +240,7 @@ impl std::error::Error for Aborted {}
 
 async fn fetch_and_unpack(
     session: &Session,
-    remote: &Reference,
+    source: &Source,
     job: &LayerJob,
     tmp: &Path,
     state: &PullState,
@@ -262,10 +261,10 @@ async fn fetch_and_unpack(
         })
     };
 
-    let registry = remote.registry().to_owned();
+    let registry = source.remote.registry().to_owned();
     let digest = &job.blob.digest;
     let download = async {
-        let mut stream = session.blob_stream(remote, digest).await?;
+        let mut stream = session.blob_stream(source, digest).await?;
         let mut hasher = Sha256::new();
         let mut count = 0u64;
         while let Some(chunk) = stream.next().await {

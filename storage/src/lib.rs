@@ -5,10 +5,12 @@
 
 #![deny(unsafe_code)]
 
+mod auth;
 mod blobs;
 mod config;
 pub mod db;
 pub mod digest;
+mod endpoint;
 mod error;
 pub mod fsops;
 mod gc;
@@ -22,15 +24,16 @@ mod store;
 pub mod unpack;
 mod usage;
 
+pub use auth::Auth;
 pub use config::ImageConfig;
 pub use db::{
     ContainerProgress, ContainerRecord, Database, DbError, ImageRecord, LayerRecord, SandboxRecord,
     migrations::SCHEMA_VERSION,
 };
+pub use endpoint::RegistryConfig;
 pub use error::{ErrorKind, ImageError, PullError};
 pub use image::{FsInfo, Image, Usage};
 pub use manifest::Platform;
 pub use reference::{ImageRef, ImageSpec};
-pub use registry::{Auth, RegistryConfig};
 pub use store::{ImageStore, SharedDatabase, StoreConfig};
 pub use usage::tree_usage;

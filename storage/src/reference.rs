@@ -75,25 +75,6 @@ impl ImageRef {
             None => self.repo_tag().unwrap_or_else(|| self.name()),
         }
     }
-
-    /// The same repository and tag/digest on another registry host (a mirror).
-    pub fn on_registry(&self, host: &str) -> Reference {
-        let (registry, repository) = (host.to_owned(), self.repository().to_owned());
-        match (self.tag(), self.digest()) {
-            (_, Some(d)) => Reference::with_digest(registry, repository, d.to_owned()),
-            (Some(t), None) => Reference::with_tag(registry, repository, t.to_owned()),
-            (None, None) => Reference::with_tag(registry, repository, "latest".to_owned()),
-        }
-    }
-
-    /// This reference pointing at a manifest digest, same registry.
-    pub fn at_digest(&self, registry_host: &str, digest: &str) -> Reference {
-        Reference::with_digest(
-            registry_host.to_owned(),
-            self.repository().to_owned(),
-            digest.into(),
-        )
-    }
 }
 
 impl std::fmt::Display for ImageRef {

@@ -1,10 +1,7 @@
-//! Talking to registries through oci-client: credentials, mirrors and
-//! plain-HTTP hosts from the config, manifest resolution to one platform.
+//! Talking to registries through oci-client: one session per pull, the
+//! credentials each endpoint gets, manifest resolution to one platform, and
+//! verified blob downloads.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
-use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -12,169 +9,96 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::auth::{self, Auth, Credentials};
 use crate::digest::Digest;
+use crate::endpoint::{Endpoint, RegistryConfig};
 use crate::error::PullError;
 use crate::manifest::{self, Descriptor, Manifest, Platform};
 use crate::reference::ImageRef;
 
-/// Registry settings from the daemon's config.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryConfig {
-    /// Registry host (`docker.io`, `registry.k8s.io`) to endpoints tried in
-    /// order before the host itself: `http://host:port`, `https://host` or
-    /// a bare `host:port` (https unless listed in `insecure`).
-    pub mirrors: BTreeMap<String, Vec<String>>,
-    /// Hosts (`host:port`) spoken to over plain HTTP.
-    pub insecure: Vec<String>,
-}
-
-/// Credentials of one pull, as the CRI `AuthConfig` carries them. Never
-/// logged: `Debug` shows only which fields are set.
-#[derive(Clone, Default)]
-pub struct Auth {
-    pub username: String,
-    pub password: String,
-    /// base64 of `username:password`.
-    pub auth: String,
-    pub server_address: String,
-    pub identity_token: String,
-    pub registry_token: String,
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("username", &self.username)
-            .field(
-                "password",
-                &(!self.password.is_empty()).then_some("<redacted>"),
-            )
-            .field("auth", &(!self.auth.is_empty()).then_some("<redacted>"))
-            .field("server_address", &self.server_address)
-            .field(
-                "identity_token",
-                &(!self.identity_token.is_empty()).then_some("<redacted>"),
-            )
-            .field(
-                "registry_token",
-                &(!self.registry_token.is_empty()).then_some("<redacted>"),
-            )
-            .finish()
-    }
-}
-
-impl Auth {
-    fn to_registry_auth(&self, registry: &str) -> Result<RegistryAuth, PullError> {
-        if !self.registry_token.is_empty() {
-            return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
-        }
-        if !self.identity_token.is_empty() {
-            // Docker's credential helpers pair an identity token with the
-            // user name "<token>"; registries accept it at their token endpoint.
-            let user = if self.username.is_empty() {
-                "<token>"
-            } else {
-                &self.username
-            };
-            return Ok(RegistryAuth::Basic(
-                user.to_owned(),
-                self.identity_token.clone(),
-            ));
-        }
-        if !self.username.is_empty() {
-            return Ok(RegistryAuth::Basic(
-                self.username.clone(),
-                self.password.clone(),
-            ));
-        }
-        if !self.auth.is_empty() {
-            let bad = || PullError::Unauthorized {
-                registry: registry.to_owned(),
-            };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(self.auth.trim())
-                .map_err(|_| bad())?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-            let (user, pass) = decoded.split_once(':').ok_or_else(bad)?;
-            return Ok(RegistryAuth::Basic(user.to_owned(), pass.to_owned()));
-        }
-        Ok(RegistryAuth::Anonymous)
-    }
-}
-
-/// One place an image can be fetched from.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// `host[:port]` as oci-client addresses it.
-    pub host: String,
-}
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const USER_AGENT: &str = concat!("pier/", env!("CARGO_PKG_VERSION"));
 
 /// A client set up for one pull: one per pull because oci-client keeps the
 /// first credentials it sees per registry, and each CRI request carries its own.
 pub struct Session {
     client: Client,
+    /// For token endpoints oci-client does not talk to (identity tokens).
+    http: reqwest::Client,
+    endpoints: Vec<Endpoint>,
+    credentials: Auth,
+}
+
+/// Where a resolved image's blobs come from, and with which credentials.
+#[derive(Clone)]
+pub struct Source {
+    /// The reference on the endpoint that answered.
+    pub remote: Reference,
     auth: RegistryAuth,
+    /// Whether `auth` carries credentials (for telling "refused" from "none").
+    credentials_given: bool,
 }
 
 impl RegistryConfig {
-    /// Mirrors of the reference's registry, then the registry itself.
-    pub fn endpoints(&self, image: &ImageRef) -> Vec<Endpoint> {
-        let mut out: Vec<Endpoint> = self
-            .mirrors
-            .get(image.registry())
-            .into_iter()
-            .flatten()
-            .map(|m| Endpoint {
-                host: strip_scheme(m).0.to_owned(),
-            })
+    /// A session for pulling `image` with the request's credentials.
+    pub fn session(&self, image: &ImageRef, credentials: &Auth) -> Result<Session, PullError> {
+        let endpoints = self.endpoints(image);
+        let plain_http: Vec<String> = endpoints
+            .iter()
+            .filter(|e| e.plain_http)
+            .map(|e| e.host.clone())
             .collect();
-        out.push(Endpoint {
-            host: image.registry().to_owned(),
-        });
-        out
-    }
-
-    fn plain_http_hosts(&self) -> Vec<String> {
-        let mut hosts = self.insecure.clone();
-        for mirror in self.mirrors.values().flatten() {
-            if let (host, true) = strip_scheme(mirror) {
-                hosts.push(host.to_owned());
-            }
-        }
-        hosts
-    }
-
-    pub fn session(&self, image: &ImageRef, auth: &Auth) -> Result<Session, PullError> {
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.plain_http_hosts()),
-            connect_timeout: Some(std::time::Duration::from_secs(30)),
-            read_timeout: Some(std::time::Duration::from_secs(120)),
-            user_agent: concat!("pier/", env!("CARGO_PKG_VERSION")),
+            protocol: ClientProtocol::HttpsExcept(plain_http),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
             ..Default::default()
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| PullError::Registry {
+                registry: image.registry().to_owned(),
+                cause: format!("cannot set up an HTTP client: {e}"),
+            })?;
         Ok(Session {
             client: Client::new(config),
-            auth: auth.to_registry_auth(image.registry())?,
+            http,
+            endpoints,
+            credentials: credentials.clone(),
         })
     }
 }
 
-/// `(host, plain_http)` of a mirror endpoint.
-fn strip_scheme(endpoint: &str) -> (&str, bool) {
-    let trimmed = endpoint.trim_end_matches('/');
-    if let Some(host) = trimmed.strip_prefix("http://") {
-        (host, true)
-    } else {
-        (trimmed.strip_prefix("https://").unwrap_or(trimmed), false)
+/// Why a registry said 401 or 403, as far as pier can tell.
+fn unauthorized(registry: String, credentials_given: bool) -> PullError {
+    PullError::Unauthorized {
+        registry,
+        detail: if credentials_given {
+            "refused the credentials"
+        } else {
+            "requires credentials and none were sent to it"
+        },
     }
 }
 
 /// Maps an oci-client error to what the user should hear.
-pub fn classify(err: OciDistributionError, registry: &str, reference: &str) -> PullError {
+pub fn classify(
+    err: OciDistributionError,
+    registry: &str,
+    reference: &str,
+    credentials_given: bool,
+) -> PullError {
     let registry = registry.to_owned();
     match err {
         OciDistributionError::AuthenticationFailure(_)
-        | OciDistributionError::UnauthorizedError { .. } => PullError::Unauthorized { registry },
+        | OciDistributionError::UnauthorizedError { .. } => {
+            unauthorized(registry, credentials_given)
+        }
         OciDistributionError::ImageManifestNotFoundError(_) => PullError::ManifestNotFound {
             reference: reference.to_owned(),
             registry,
@@ -200,7 +124,7 @@ pub fn classify(err: OciDistributionError, registry: &str, reference: &str) -> P
                 .iter()
                 .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) =>
         {
-            PullError::Unauthorized { registry }
+            unauthorized(registry, credentials_given)
         }
         OciDistributionError::ServerError { code: 404, .. } => PullError::ManifestNotFound {
             reference: reference.to_owned(),
@@ -208,7 +132,7 @@ pub fn classify(err: OciDistributionError, registry: &str, reference: &str) -> P
         },
         OciDistributionError::ServerError {
             code: 401 | 403, ..
-        } => PullError::Unauthorized { registry },
+        } => unauthorized(registry, credentials_given),
         OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
             PullError::Unreachable {
                 registry,
@@ -222,7 +146,7 @@ pub fn classify(err: OciDistributionError, registry: &str, reference: &str) -> P
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(e) = source {
@@ -235,9 +159,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// What a reference resolved to on one endpoint.
 pub struct Resolved {
-    /// The reference on the endpoint that answered.
-    pub remote: Reference,
-    pub endpoint: Endpoint,
+    pub source: Source,
     /// Digest of what the reference names (an index or a manifest): the
     /// image's repo digest.
     pub repo_digest: Digest,
@@ -255,15 +177,14 @@ impl Session {
     pub async fn resolve(
         &self,
         image: &ImageRef,
-        endpoints: &[Endpoint],
         platform: &Platform,
     ) -> Result<Resolved, PullError> {
         let mut errors = Vec::new();
-        for endpoint in endpoints {
+        for endpoint in &self.endpoints {
             match self.resolve_on(image, endpoint, platform).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(e) => {
-                    tracing::debug!(image = %image, endpoint = %endpoint.host, error = %e, "endpoint failed");
+                    tracing::debug!(image = %image, %endpoint, error = %e, "endpoint failed");
                     errors.push(e);
                 }
             }
@@ -281,17 +202,44 @@ impl Session {
         }))
     }
 
+    /// What `endpoint` is sent for `remote`; identity tokens are exchanged
+    /// for an access token here, once per endpoint and pull.
+    async fn source(&self, endpoint: &Endpoint, remote: Reference) -> Result<Source, PullError> {
+        let (auth, credentials_given) = match self.credentials.for_endpoint(endpoint)? {
+            Credentials::Anonymous => (RegistryAuth::Anonymous, false),
+            Credentials::Direct(auth) => (auth, true),
+            Credentials::IdentityToken(token) => {
+                let auth =
+                    auth::exchange_identity_token(&self.http, &remote, endpoint.plain_http, &token)
+                        .await?;
+                (auth, true)
+            }
+        };
+        Ok(Source {
+            remote,
+            auth,
+            credentials_given,
+        })
+    }
+
     async fn resolve_on(
         &self,
         image: &ImageRef,
         endpoint: &Endpoint,
         platform: &Platform,
     ) -> Result<Resolved, PullError> {
-        let remote = image.on_registry(&endpoint.host);
-        let err = |e| classify(e, &endpoint.host, &image.to_string());
+        let source = self.source(endpoint, endpoint.reference(image)).await?;
+        let err = |e| {
+            classify(
+                e,
+                &endpoint.host,
+                &image.to_string(),
+                source.credentials_given,
+            )
+        };
         let (raw, _) = self
             .client
-            .pull_manifest_raw(&remote, &self.auth, manifest::ACCEPTED)
+            .pull_manifest_raw(&source.remote, &source.auth, manifest::ACCEPTED)
             .await
             .map_err(err)?;
         let repo_digest = Digest::of(&raw);
@@ -307,10 +255,10 @@ impl Session {
         let (manifest_digest, manifest_raw, manifest) = match top.pick(platform)? {
             None => (repo_digest.clone(), raw, top),
             Some(entry) => {
-                let at = image.at_digest(&endpoint.host, entry.digest.as_str());
+                let at = endpoint.at_digest(image, entry.digest.as_str());
                 let (raw, _) = self
                     .client
-                    .pull_manifest_raw(&at, &self.auth, manifest::ACCEPTED)
+                    .pull_manifest_raw(&at, &source.auth, manifest::ACCEPTED)
                     .await
                     .map_err(err)?;
                 let actual = Digest::of(&raw);
@@ -328,8 +276,7 @@ impl Session {
             }
         };
         Ok(Resolved {
-            remote,
-            endpoint: endpoint.clone(),
+            source,
             repo_digest,
             manifest_digest,
             manifest_raw,
@@ -340,17 +287,17 @@ impl Session {
     /// Fetches a small blob (the image config) whole, verified.
     pub async fn fetch_small_blob(
         &self,
-        remote: &Reference,
+        source: &Source,
         desc: &Descriptor,
     ) -> Result<Bytes, PullError> {
-        let registry = remote.registry().to_owned();
+        let registry = source.remote.registry().to_owned();
         if desc.size > MAX_METADATA_BYTES {
             return Err(PullError::BadManifest(format!(
                 "config {} claims {} bytes",
                 desc.digest, desc.size
             )));
         }
-        let mut stream = self.blob_stream(remote, &desc.digest).await?;
+        let mut stream = self.blob_stream(source, &desc.digest).await?;
         let mut data = Vec::with_capacity(desc.size as usize);
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
@@ -378,19 +325,26 @@ impl Session {
     /// A blob's bytes as they arrive; the caller verifies them.
     pub async fn blob_stream(
         &self,
-        remote: &Reference,
+        source: &Source,
         digest: &Digest,
     ) -> Result<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>, PullError> {
         // oci-client stores the credentials on first use; blob requests
         // made before any manifest request would otherwise go anonymous.
         self.client
-            .store_auth_if_needed(remote.resolve_registry(), &self.auth)
+            .store_auth_if_needed(source.remote.resolve_registry(), &source.auth)
             .await;
         let sized = self
             .client
-            .pull_blob_stream(remote, digest.as_str())
+            .pull_blob_stream(&source.remote, digest.as_str())
             .await
-            .map_err(|e| classify(e, remote.registry(), digest.as_str()))?;
+            .map_err(|e| {
+                classify(
+                    e,
+                    source.remote.registry(),
+                    digest.as_str(),
+                    source.credentials_given,
+                )
+            })?;
         Ok(sized.stream.boxed())
     }
 }

@@ -8,15 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{RwLock, Semaphore};
 
+use crate::auth::Auth;
 use crate::config::ConfigFile;
 use crate::db::{Database, DbError, ImageRecord, LayerRecord};
 use crate::digest::{self, Digest};
+use crate::endpoint::RegistryConfig;
 use crate::error::{ImageError, PullError};
 use crate::image::{FsInfo, Image};
 use crate::layers::{self, LayerDirs, LayerJob, Leases, PullState};
 use crate::manifest::{Manifest, Platform};
 use crate::reference::{ImageRef, ImageSpec};
-use crate::registry::{Auth, RegistryConfig};
+use crate::registry::{Session, Source};
 use crate::{blobs, gc, rootfs, usage};
 
 /// The database as the daemon shares it between its services: one
@@ -146,9 +148,8 @@ impl ImageStore {
         let started = std::time::Instant::now();
         let config = &self.inner.config;
         let session = config.registry.session(&image, auth).map_err(wrap)?;
-        let endpoints = config.registry.endpoints(&image);
         let resolved = session
-            .resolve(&image, &endpoints, &config.platform)
+            .resolve(&image, &config.platform)
             .await
             .map_err(wrap)?;
         let Manifest::Image {
@@ -174,7 +175,7 @@ impl ImageStore {
         }
 
         let config_raw = self
-            .config_blob(&session, &resolved.remote, config_desc)
+            .config_blob(&session, &resolved.source, config_desc)
             .await;
         let config_raw = config_raw.map_err(wrap)?;
         let parsed = ConfigFile::parse(&config_raw).map_err(wrap)?;
@@ -202,7 +203,7 @@ impl ImageStore {
         for job in &jobs {
             self.inner.leases.take(&job.chain_id);
         }
-        let result = self.fetch_layers(&session, &resolved.remote, &jobs).await;
+        let result = self.fetch_layers(&session, &resolved.source, &jobs).await;
         let result = match result {
             Ok(sizes) => {
                 let record = ImageRecord {
@@ -233,8 +234,8 @@ impl ImageStore {
     /// same time, and stored right away so that they find it.
     async fn config_blob(
         &self,
-        session: &crate::registry::Session,
-        remote: &oci_client::Reference,
+        session: &Session,
+        source: &Source,
         desc: &crate::manifest::Descriptor,
     ) -> Result<bytes::Bytes, PullError> {
         let flight = self.inner.leases.flight(&desc.digest);
@@ -242,7 +243,7 @@ impl ImageStore {
         if let Some(raw) = self.inner.blobs.read(&desc.digest).await {
             return Ok(raw);
         }
-        let raw = session.fetch_small_blob(remote, desc).await?;
+        let raw = session.fetch_small_blob(source, desc).await?;
         let inner = self.inner.clone();
         let data = raw.clone();
         tokio::task::spawn_blocking(move || inner.blobs.write(&data))
@@ -257,8 +258,8 @@ impl ImageStore {
 
     async fn fetch_layers(
         &self,
-        session: &crate::registry::Session,
-        remote: &oci_client::Reference,
+        session: &Session,
+        source: &Source,
         jobs: &[LayerJob],
     ) -> Result<HashMap<Digest, u64>, PullError> {
         let state = PullState::new(self.inner.config.max_unpacked_bytes);
@@ -272,7 +273,7 @@ impl ImageStore {
                 &self.inner.layers,
                 &self.inner.leases,
                 session,
-                remote,
+                source,
                 job,
                 &state,
             )
