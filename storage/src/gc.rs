@@ -10,7 +10,7 @@ use crate::db::Database;
 use crate::digest::Digest;
 use crate::error::ImageError;
 use crate::layers::LayerDirs;
-use crate::rootfs;
+use crate::{overlay, rootfs};
 
 pub fn startup_cleanup(
     root: &Path,
@@ -43,6 +43,7 @@ pub fn startup_cleanup(
             }
         }
     }
+    overlay::remove_dangling_links(&layers.links);
     for hex in &recorded {
         if !layers.root.join(hex).is_dir() {
             tracing::warn!(layer = %hex, "recorded layer is missing on disk; pull its image again");

@@ -18,6 +18,7 @@ use crate::digest::{self, Digest, HashingReader};
 use crate::error::PullError;
 use crate::fsops;
 use crate::manifest::Descriptor;
+use crate::overlay;
 use crate::registry::{self, Session, Source};
 use crate::unpack::{self, UnpackError, UnpackOptions};
 
@@ -104,6 +105,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone)]
 pub struct LayerDirs {
     pub root: PathBuf,
+    /// Short symlinks to layers, for mounts of many layers.
+    pub links: PathBuf,
 }
 
 impl LayerDirs {
@@ -120,6 +123,7 @@ impl LayerDirs {
         let to = self
             .root
             .join(format!("{TRASH_PREFIX}{}-{n}", chain_id.hex()));
+        overlay::unlink_layer(&self.links, &from);
         match std::fs::rename(&from, &to) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -17,6 +17,7 @@ mod gc;
 mod image;
 mod layers;
 mod manifest;
+mod overlay;
 mod reference;
 mod registry;
 mod rootfs;

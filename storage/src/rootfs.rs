@@ -6,12 +6,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 
 use crate::error::ImageError;
-
-/// Longest mount option string the kernel accepts (one page).
-const MAX_MOUNT_DATA: usize = 4095;
+use crate::overlay;
 
 pub fn containers_dir(root: &Path) -> PathBuf {
     root.join("containers")
@@ -104,34 +102,14 @@ pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageE
             ));
         }
     }
-    let lowerdir: Vec<String> = lower
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowerdir.join(":"),
-        upper.display(),
-        work.display()
+    let named = overlay::mount(&overlay::links_dir(root), &lower, &upper, &work, &merged)
+        .map_err(|cause| rootfs_err(id, cause))?;
+    tracing::debug!(
+        container = id,
+        layers = lower.len(),
+        named,
+        "rootfs mounted"
     );
-    if data.len() > MAX_MOUNT_DATA {
-        return Err(rootfs_err(
-            id,
-            format!(
-                "{} layers make overlay options longer than the kernel accepts",
-                lower.len()
-            ),
-        ));
-    }
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| rootfs_err(id, format!("mount overlay on {}: {e}", merged.display())))?;
-    tracing::debug!(container = id, layers = lower.len(), "rootfs mounted");
     Ok(merged)
 }
 

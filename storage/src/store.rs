@@ -85,6 +85,7 @@ impl ImageStore {
         let root = config.root.clone();
         let layers = LayerDirs {
             root: root.join("layers"),
+            links: crate::overlay::links_dir(&root),
         };
         let blobs = blobs::BlobDir::new(root.join("blobs"));
         let store = Self {

@@ -134,6 +134,59 @@ async fn rootfs_overlays_the_layers_with_a_private_writable_layer() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
+/// More layers than mount options name even by short links: the layers are
+/// added one by one through the new mount API, and their links go with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn rootfs_of_two_hundred_layers_mounts_and_its_links_go_with_the_image() {
+    let reg = Registry::start();
+    let t = TestStore::new(&[reg.host()]).await;
+    let layers: Vec<Blob> = (0..200)
+        .map(|i| {
+            Blob::gzip(
+                &TarLayer::new()
+                    .dir("layers")
+                    .file(&format!("layers/{i}"), format!("layer {i}").as_bytes())
+                    .file("stack", format!("{i}").as_bytes())
+                    .finish(),
+            )
+        })
+        .collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    reg.push_image(
+        "test/tall:200",
+        &layers,
+        &config_json(&diff_ids, "amd64", ""),
+        false,
+    )
+    .await;
+    let image = t
+        .store
+        .pull(&format!("{}/test/tall:200", reg.host()), &Auth::default())
+        .await
+        .unwrap();
+    assert_eq!(image.layers.len(), 200);
+    add_container(&t, "tall", &image.id);
+
+    let merged = t.store.create_rootfs("tall", &image.id).await.unwrap();
+    assert!(is_mounted(&merged));
+    assert_eq!(
+        fs::read(merged.join("stack")).unwrap(),
+        b"199",
+        "top layer wins"
+    );
+    assert_eq!(fs::read(merged.join("layers/0")).unwrap(), b"layer 0");
+    assert_eq!(fs::read_dir(merged.join("layers")).unwrap().count(), 200);
+
+    t.store.remove_rootfs("tall").await.unwrap();
+    t.db.lock().unwrap().delete_container("tall").unwrap();
+    t.store.remove(&image.id).await.unwrap();
+    assert!(t.layer_dirs().is_empty());
+    assert!(
+        common::list_dir(&t.root().join("l")).is_empty(),
+        "no link outlives its layer"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_removes_leftover_mounts_and_partial_pulls_but_keeps_live_ones() {
     let reg = Registry::start();
