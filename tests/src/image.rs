@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-use oci_client::manifest::OciImageManifest;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -19,6 +17,8 @@ const BUSYBOX: &str = "/bin/busybox";
 const MTIME: u64 = 1_700_000_000;
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Users and groups every test image has: root, a regular user `pier`
 /// (uid 1000) who is also in group `extra` (2000), and nobody.
@@ -47,6 +47,10 @@ pub struct ImageSpec {
     pub stop_signal: String,
     pub labels: BTreeMap<String, String>,
     pub files: Vec<ExtraFile>,
+    /// Layers stacked on top, after the one with `files`.
+    pub layers: Vec<Layer>,
+    /// The config's `architecture` (the host's by default).
+    pub architecture: String,
 }
 
 impl Default for ImageSpec {
@@ -61,7 +65,18 @@ impl Default for ImageSpec {
             stop_signal: String::new(),
             labels: BTreeMap::new(),
             files: Vec::new(),
+            layers: Vec::new(),
+            architecture: host_architecture().into(),
         }
+    }
+}
+
+/// The host's architecture as image configs and indexes name it.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     }
 }
 
@@ -81,8 +96,18 @@ pub struct PushedImage {
     /// `127.0.0.1:<port>/<repo>:<tag>`
     pub reference: String,
     pub manifest_digest: String,
+    pub manifest_size: usize,
     /// The config digest, which is the image id the CRI reports.
     pub id: String,
+}
+
+impl PushedImage {
+    /// `127.0.0.1:<port>/<repo>` without tag.
+    pub fn repository(&self) -> &str {
+        self.reference
+            .rsplit_once(':')
+            .map_or(self.reference.as_str(), |(repo, _)| repo)
+    }
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -130,6 +155,15 @@ impl ImageSpec {
         });
         self
     }
+    /// Stacks a layer on top of the image.
+    pub fn layer(mut self, layer: Layer) -> Self {
+        self.layers.push(layer);
+        self
+    }
+    pub fn architecture(mut self, architecture: &str) -> Self {
+        self.architecture = architecture.into();
+        self
+    }
 
     /// Builds the layers (busybox base, plus one for extra files) and the config.
     pub fn build(&self) -> BuiltImage {
@@ -137,6 +171,7 @@ impl ImageSpec {
         if !self.files.is_empty() {
             tars.push(files_layer(&self.files));
         }
+        tars.extend(self.layers.iter().map(Layer::tar));
         let diff_ids: Vec<String> = tars.iter().map(|t| sha256(t)).collect();
         let layers = tars.iter().map(|t| gzip(t)).collect();
         let exposed: serde_json::Map<String, serde_json::Value> = self
@@ -145,7 +180,7 @@ impl ImageSpec {
             .map(|p| (p.clone(), json!({})))
             .collect();
         let config = json!({
-            "architecture": "amd64",
+            "architecture": self.architecture,
             "os": "linux",
             "created": "2023-11-14T22:13:20Z",
             "config": {
@@ -172,34 +207,104 @@ impl ImageSpec {
     pub async fn push(&self, registry: &Registry, repo_tag: &str) -> PushedImage {
         let built = self.build();
         let reference = format!("{}/{repo_tag}", registry.host());
-        let parsed: Reference = reference.parse().expect("test image reference");
-        let layers: Vec<ImageLayer> = built
-            .layers
-            .iter()
-            .map(|data| ImageLayer::new(data.clone(), LAYER_MEDIA_TYPE.into(), None))
-            .collect();
-        let config = Config::new(built.config.clone(), CONFIG_MEDIA_TYPE.into(), None);
-        let manifest = OciImageManifest::build(&layers, &config, None);
-        let client = plain_http_client();
-        client
-            .push(
-                &parsed,
-                &layers,
-                config,
-                &RegistryAuth::Anonymous,
-                Some(manifest),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("push {reference}: {e}"));
-        let (_, manifest_digest) = client
-            .pull_image_manifest(&parsed, &RegistryAuth::Anonymous)
-            .await
-            .unwrap_or_else(|e| panic!("read back manifest of {reference}: {e}"));
+        let mut blobs: Vec<&[u8]> = built.layers.iter().map(Vec::as_slice).collect();
+        blobs.push(&built.config);
+        let pusher = Pusher::new(registry, &reference).await;
+        pusher.blobs(&blobs).await;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": descriptor(CONFIG_MEDIA_TYPE, &built.config),
+            "layers": built.layers.iter()
+                .map(|l| descriptor(LAYER_MEDIA_TYPE, l)).collect::<Vec<_>>(),
+        });
+        let manifest = manifest.to_string().into_bytes();
+        pusher.manifest(MANIFEST_MEDIA_TYPE, &manifest).await;
         PushedImage {
             reference,
-            manifest_digest,
+            manifest_digest: sha256(&manifest),
+            manifest_size: manifest.len(),
             id: sha256(&built.config),
         }
+    }
+}
+
+/// Pushes an OCI index over images already pushed to the same repository,
+/// each with the platform (`os/architecture`) it is listed for.
+pub async fn push_index(
+    registry: &Registry,
+    repo_tag: &str,
+    entries: &[(&PushedImage, &str)],
+) -> PushedImage {
+    let reference = format!("{}/{repo_tag}", registry.host());
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(image, platform)| {
+            let (os, architecture) = platform.split_once('/').expect("os/architecture");
+            json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "digest": image.manifest_digest,
+                "size": image.manifest_size,
+                "platform": {"os": os, "architecture": architecture},
+            })
+        })
+        .collect();
+    let index = json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": manifests});
+    let index = index.to_string().into_bytes();
+    Pusher::new(registry, &reference)
+        .await
+        .manifest(INDEX_MEDIA_TYPE, &index)
+        .await;
+    PushedImage {
+        reference,
+        manifest_digest: sha256(&index),
+        manifest_size: index.len(),
+        id: String::new(),
+    }
+}
+
+fn descriptor(media_type: &str, data: &[u8]) -> serde_json::Value {
+    json!({"mediaType": media_type, "digest": sha256(data), "size": data.len()})
+}
+
+/// An authenticated oci-client for pushing to one repository.
+struct Pusher {
+    client: Client,
+    reference: Reference,
+}
+
+impl Pusher {
+    async fn new(registry: &Registry, reference: &str) -> Self {
+        let client = plain_http_client();
+        let parsed: Reference = reference.parse().expect("test image reference");
+        client
+            .auth(&parsed, &registry.push_auth(), RegistryOperation::Push)
+            .await
+            .unwrap_or_else(|e| panic!("authenticate to push {reference}: {e}"));
+        Self {
+            client,
+            reference: parsed,
+        }
+    }
+
+    async fn blobs(&self, blobs: &[&[u8]]) {
+        for data in blobs {
+            self.client
+                .push_blob(&self.reference, data.to_vec(), &sha256(data))
+                .await
+                .unwrap_or_else(|e| panic!("push a blob to {}: {e}", self.reference));
+        }
+    }
+
+    async fn manifest(&self, media_type: &str, body: &[u8]) {
+        self.client
+            .push_manifest_raw(
+                &self.reference,
+                body.to_vec(),
+                media_type.parse().expect("media type header"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("push manifest {}: {e}", self.reference));
     }
 }
 
@@ -317,4 +422,111 @@ fn files_layer(files: &[ExtraFile]) -> Vec<u8> {
             .expect("tar file");
     }
     tar.into_inner().expect("finish tar")
+}
+
+/// One entry of a [`Layer`].
+#[derive(Debug, Clone)]
+enum Entry {
+    Dir(String),
+    File(String, Vec<u8>),
+    HardLink(String, String),
+    Symlink(String, String),
+}
+
+/// A layer built entry by entry: files, links, and the whiteouts that hide
+/// what lower layers have. Parent directories are added as needed.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    entries: Vec<Entry>,
+}
+
+impl Layer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn dir(mut self, path: &str) -> Self {
+        self.entries.push(Entry::Dir(path.into()));
+        self
+    }
+    pub fn file(mut self, path: &str, contents: impl Into<Vec<u8>>) -> Self {
+        self.entries.push(Entry::File(path.into(), contents.into()));
+        self
+    }
+    /// `path` as a hard link to `target`, an earlier entry of this layer.
+    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
+        self.entries
+            .push(Entry::HardLink(path.into(), target.into()));
+        self
+    }
+    pub fn symlink(mut self, path: &str, target: &str) -> Self {
+        self.entries
+            .push(Entry::Symlink(path.into(), target.into()));
+        self
+    }
+    /// Deletes `path` of the layers below (a `.wh.<name>` entry).
+    pub fn whiteout(self, path: &str) -> Self {
+        let path = path.trim_start_matches('/');
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let marker = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
+        self.file(&marker, Vec::new())
+    }
+    /// Hides everything the layers below have in `dir` (`.wh..wh..opq`).
+    pub fn opaque(self, dir: &str) -> Self {
+        let dir = dir.trim_matches('/');
+        self.dir(dir)
+            .file(&format!("{dir}/.wh..wh..opq"), Vec::new())
+    }
+
+    fn tar(&self) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut add_dir = |tar: &mut tar::Builder<Vec<u8>>, dir: &std::path::Path| {
+            let mut missing = Vec::new();
+            let mut next = Some(dir);
+            while let Some(d) = next.filter(|d| !d.as_os_str().is_empty()) {
+                if dirs.insert(d.to_owned()) {
+                    missing.push(d.to_owned());
+                }
+                next = d.parent();
+            }
+            for d in missing.into_iter().rev() {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                tar.append_data(&mut h, &d, std::io::empty())
+                    .expect("tar dir");
+            }
+        };
+        for entry in &self.entries {
+            let path = match entry {
+                Entry::Dir(p)
+                | Entry::File(p, _)
+                | Entry::HardLink(p, _)
+                | Entry::Symlink(p, _) => std::path::Path::new(p.trim_start_matches('/')),
+            };
+            if let Some(parent) = path.parent() {
+                add_dir(&mut tar, parent);
+            }
+            match entry {
+                Entry::Dir(_) => add_dir(&mut tar, path),
+                Entry::File(_, contents) => {
+                    let mut h = header(tar::EntryType::Regular, 0o644, contents.len() as u64);
+                    tar.append_data(&mut h, path, contents.as_slice())
+                        .expect("tar file");
+                }
+                Entry::HardLink(_, target) => {
+                    let mut h = header(tar::EntryType::Link, 0o644, 0);
+                    tar.append_link(&mut h, path, target.trim_start_matches('/'))
+                        .expect("tar hard link");
+                }
+                Entry::Symlink(_, target) => {
+                    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                    tar.append_link(&mut h, path, target).expect("tar symlink");
+                }
+            }
+        }
+        tar.into_inner().expect("finish tar")
+    }
 }

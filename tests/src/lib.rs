@@ -7,12 +7,13 @@ pub mod client;
 pub mod image;
 pub mod pierd;
 pub mod registry;
+pub mod token_server;
 pub mod workload;
 
 pub use client::Cri;
-pub use image::{ImageSpec, PushedImage};
+pub use image::{ImageSpec, Layer, PushedImage};
 pub use pierd::{Pierd, PierdOptions, TestNetwork};
-pub use registry::Registry;
+pub use registry::{Access, Registry};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
