@@ -29,10 +29,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # What building, running and testing pier needs. docker-registry and
-# busybox-static serve the tests' images; apache2-utils gives htpasswd.
+# busybox-static serve the tests' images; apache2-utils gives htpasswd and
+# openssl signs the test token server's tokens.
 packages=(runc protobuf-compiler containernetworking-plugins iptables iproute2
-          docker-registry busybox-static apache2-utils build-essential pkg-config
-          ca-certificates)
+          docker-registry busybox-static apache2-utils openssl build-essential
+          pkg-config ca-certificates)
 if [ "$bench" = 1 ]; then
   packages+=(conmon containerd skopeo umoci hyperfine)
 fi

@@ -24,8 +24,6 @@ const USER_AGENT: &str = concat!("pier/", env!("CARGO_PKG_VERSION"));
 /// first credentials it sees per registry, and each CRI request carries its own.
 pub struct Session {
     client: Client,
-    /// For token endpoints oci-client does not talk to (identity tokens).
-    http: reqwest::Client,
     endpoints: Vec<Endpoint>,
     credentials: Auth,
 }
@@ -42,7 +40,7 @@ pub struct Source {
 
 impl RegistryConfig {
     /// A session for pulling `image` with the request's credentials.
-    pub fn session(&self, image: &ImageRef, credentials: &Auth) -> Result<Session, PullError> {
+    pub fn session(&self, image: &ImageRef, credentials: &Auth) -> Session {
         let endpoints = self.endpoints(image);
         let plain_http: Vec<String> = endpoints
             .iter()
@@ -56,21 +54,11 @@ impl RegistryConfig {
             user_agent: USER_AGENT,
             ..Default::default()
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| PullError::Registry {
-                registry: image.registry().to_owned(),
-                cause: format!("cannot set up an HTTP client: {e}"),
-            })?;
-        Ok(Session {
+        Session {
             client: Client::new(config),
-            http,
             endpoints,
             credentials: credentials.clone(),
-        })
+        }
     }
 }
 
@@ -205,14 +193,24 @@ impl Session {
     /// What `endpoint` is sent for `remote`; identity tokens are exchanged
     /// for an access token here, once per endpoint and pull.
     async fn source(&self, endpoint: &Endpoint, remote: Reference) -> Result<Source, PullError> {
-        let (auth, credentials_given) = match self.credentials.for_endpoint(endpoint)? {
-            Credentials::Anonymous => (RegistryAuth::Anonymous, false),
-            Credentials::Direct(auth) => (auth, true),
+        let credentials = self.credentials.for_endpoint(endpoint)?;
+        let credentials_given = credentials.given();
+        let auth = match credentials {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Direct(auth) => auth,
             Credentials::IdentityToken(token) => {
-                let auth =
-                    auth::exchange_identity_token(&self.http, &remote, endpoint.plain_http, &token)
-                        .await?;
-                (auth, true)
+                // oci-client's HTTP client is private; token endpoints get
+                // one of their own, set up only when needed.
+                let http = reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
+                    .user_agent(USER_AGENT)
+                    .build()
+                    .map_err(|e| PullError::Registry {
+                        registry: endpoint.host.clone(),
+                        cause: format!("cannot set up an HTTP client: {e}"),
+                    })?;
+                auth::exchange_identity_token(&http, &remote, endpoint.plain_http, &token).await?
             }
         };
         Ok(Source {

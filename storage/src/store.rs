@@ -148,7 +148,7 @@ impl ImageStore {
         };
         let started = std::time::Instant::now();
         let config = &self.inner.config;
-        let session = config.registry.session(&image, auth).map_err(wrap)?;
+        let session = config.registry.session(&image, auth);
         let resolved = session
             .resolve(&image, &config.platform)
             .await

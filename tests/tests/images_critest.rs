@@ -138,6 +138,14 @@ async fn public_images_pull_by_tag_without_tag_and_by_digest() {
     })
     .await;
 
+    // A tag next to a digest is only a hint, as in docker and containerd.
+    let tag_and_digest = format!("{GCR}test-image-digest:pushed@{}", digested.manifest_digest);
+    pull_check_remove(&mut cri, &tag_and_digest, |s| {
+        assert!(s.repo_tags.is_empty(), "{:?}", s.repo_tags);
+        assert_eq!(s.repo_digests, [with_digest.as_str()]);
+    })
+    .await;
+
     // A short docker.io name, as a pod spec gives it, normalised.
     ImageSpec::default()
         .push(&registry, "library/busybox:1.36")
