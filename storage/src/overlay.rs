@@ -6,16 +6,31 @@
 //! fits about 140 layers under `/var/lib/pier`. Past that too, the new mount
 //! API adds lower dirs one `lowerdir+` at a time (Linux 6.8 and later) up to
 //! overlayfs' own stack limit.
+//!
+//! Every mount is `volatile` where the kernel has it (5.10 and later): the
+//! overlay then skips the sync of the whole upper filesystem that its
+//! unmount would otherwise do, which under write load took seconds per
+//! RemoveContainer. The price is that an upper dir a host crash interrupted
+//! cannot be mounted again; pier never remounts one (after a reboot every
+//! container has exited, and the next start deletes their rootfs), and a
+//! container's writable layer is not meant to outlive it.
 
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::mount::MsFlags;
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsconfig_set_flag,
     fsconfig_set_string, fsmount, fsopen, move_mount,
 };
+
+const VOLATILE_OPTION: &str = ",volatile";
+/// Longest layer options, leaving room for `volatile`.
+const MAX_OPTIONS: usize = MAX_MOUNT_DATA - VOLATILE_OPTION.len();
+/// Cleared once the kernel refuses `volatile`; later mounts go without.
+static VOLATILE: AtomicBool = AtomicBool::new(true);
 
 /// Longest mount option string the kernel accepts (one page, with its NUL).
 const MAX_MOUNT_DATA: usize = 4095;
@@ -59,7 +74,7 @@ pub fn mount(
         ));
     }
     let full = options(lower, upper, work);
-    if full.len() <= MAX_MOUNT_DATA {
+    if full.len() <= MAX_OPTIONS {
         return mount_data(&full, target).map(|()| "layer paths");
     }
     let short = lower
@@ -68,21 +83,34 @@ pub fn mount(
         .collect::<io::Result<Vec<_>>>()
         .map_err(|e| format!("short links for layers in {}: {e}", links.display()))?;
     let data = options(&short, upper, work);
-    if data.len() <= MAX_MOUNT_DATA {
+    if data.len() <= MAX_OPTIONS {
         return mount_data(&data, target).map(|()| "short links");
     }
     mount_appending(lower, upper, work, target).map(|()| "lowerdir+")
 }
 
 fn mount_data(data: &str, target: &Path) -> Result<(), String> {
-    nix::mount::mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data),
-    )
-    .map_err(|e| format!("mount overlay on {}: {e}", target.display()))
+    let mount = |data: &str| {
+        nix::mount::mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    if VOLATILE.load(Ordering::Relaxed) {
+        match mount(&format!("{data}{VOLATILE_OPTION}")) {
+            Err(nix::Error::EINVAL) => {
+                tracing::info!("overlayfs refuses `volatile`; mounting without it");
+                VOLATILE.store(false, Ordering::Relaxed);
+            }
+            other => {
+                return other.map_err(|e| format!("mount overlay on {}: {e}", target.display()));
+            }
+        }
+    }
+    mount(data).map_err(|e| format!("mount overlay on {}: {e}", target.display()))
 }
 
 /// The new mount API: one `fsconfig` call per lower dir, no page limit.
@@ -112,6 +140,8 @@ fn mount_appending(
     }
     fsconfig_set_string(&fs, "upperdir", upper).map_err(|e| fail("upperdir", e))?;
     fsconfig_set_string(&fs, "workdir", work).map_err(|e| fail("workdir", e))?;
+    // The mount works without it, only its unmount is slower.
+    let _ = fsconfig_set_flag(&fs, "volatile");
     fsconfig_create(&fs).map_err(|e| fail("create", e))?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| fail("fsmount", e))?;
