@@ -26,15 +26,34 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// Every capability the kernel knows, for `ALL` and privileged containers.
+/// Every capability pierd can hand out, for `ALL` and privileged containers:
+/// those the kernel knows that are also in pierd's own bounding set. runc
+/// refuses to start a process with a capability its parent lacks (as when
+/// pierd runs without `CAP_SYS_RESOURCE` in a sandbox), so "all" means all
+/// of ours, as containerd and CRI-O take it.
 fn all_capabilities() -> Vec<String> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(40);
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| bounding_set(&status));
+    grantable(last, bounding)
+}
+
+/// The `CapBnd` mask of a `/proc/<pid>/status` text.
+fn bounding_set(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// The known capabilities up to `last`, limited to `bounding` when it is known.
+fn grantable(last: u32, bounding: Option<u64>) -> Vec<String> {
     all_known()
         .into_iter()
         .filter(|(bit, _)| *bit <= last)
+        .filter(|(bit, _)| bounding.is_none_or(|mask| mask & (1u64 << bit) != 0))
         .map(|(_, name)| name)
         .collect()
 }
@@ -276,6 +295,23 @@ mod tests {
             all.contains(&"CAP_SYS_ADMIN".to_owned()) && all.contains(&"CAP_SYS_MODULE".to_owned())
         );
         assert_eq!(capabilities(None, true).expect("caps"), all);
+    }
+
+    #[test]
+    fn all_means_all_of_pierds_own_bounding_set() {
+        let status = "Name:\tpierd\nCapBnd:\t000001fffeffffff\nCapAmb:\t0000000000000000\n";
+        let mask = bounding_set(status).expect("CapBnd parsed");
+        assert_eq!(mask, 0x1fffeffffff);
+        let granted = grantable(40, Some(mask));
+        assert!(
+            !granted.contains(&"CAP_SYS_RESOURCE".to_owned()),
+            "{granted:?}"
+        );
+        assert!(granted.contains(&"CAP_SYS_ADMIN".to_owned()));
+        assert!(granted.contains(&"CAP_CHECKPOINT_RESTORE".to_owned()));
+        assert_eq!(granted.len(), 40);
+        assert_eq!(grantable(40, None).len(), 41);
+        assert_eq!(grantable(37, None).len(), 38, "none past cap_last_cap");
     }
 
     #[test]
