@@ -21,18 +21,23 @@ pub async fn setup(registry: &Registry) -> (Pierd, String) {
         ..Default::default()
     })
     .await;
+    pull(&pierd, &pushed.reference).await;
+    (pierd, pushed.reference)
+}
+
+/// Pulls `reference` into `pierd`.
+pub async fn pull(pierd: &Pierd, reference: &str) {
     let mut images = pierd.cri().await.images;
     images
         .pull_image(PullImageRequest {
             image: Some(ImageSpec {
-                image: pushed.reference.clone(),
+                image: reference.into(),
                 ..Default::default()
             }),
             ..Default::default()
         })
         .await
-        .expect("PullImage");
-    (pierd, pushed.reference)
+        .unwrap_or_else(|e| panic!("PullImage {reference}: {e}"));
 }
 
 pub fn pod(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {
@@ -163,4 +168,281 @@ pub async fn exec_out(cri: &mut Runtime, id: &str, script: &str) -> (i32, String
         out.exit_code,
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// A container the way critest builds its own: a command and an image, an
+/// empty Linux section (so the runtime's defaults for namespaces and
+/// security), and no log path unless one is set.
+pub fn plain_container(name: &str, image: &str, argv: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: argv.iter().map(|s| (*s).to_owned()).collect(),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// The security context of a container config, created if absent.
+pub fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// The security context of a pod config, created if absent.
+pub fn pod_security(config: &mut PodSandboxConfig) -> &mut LinuxSandboxSecurityContext {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// Runs `config` as it is (no DNS config added) and returns the pod's id.
+pub async fn run_pod(cri: &mut Runtime, config: &PodSandboxConfig) -> String {
+    cri.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("RunPodSandbox")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// Stops and removes a pod, as every critest spec does when it ends.
+pub async fn remove_pod(cri: &mut Runtime, id: &str) {
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+}
+
+/// The result of CreateContainer, for tests that expect it to fail.
+pub async fn try_create(
+    cri: &mut Runtime,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    cri.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod_id.into(),
+        config: Some(config),
+        sandbox_config: Some(pod.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+/// Creates a container without starting it.
+pub async fn create(
+    cri: &mut Runtime,
+    pod_id: &str,
+    pod: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    try_create(cri, pod_id, pod, config)
+        .await
+        .expect("CreateContainer")
+}
+
+pub async fn start(cri: &mut Runtime, id: &str) {
+    cri.start_container(StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("StartContainer");
+}
+
+/// ExecSync with an argv as given (no shell added).
+pub async fn exec(cri: &mut Runtime, id: &str, argv: &[&str], timeout: i64) -> ExecSyncResponse {
+    cri.exec_sync(ExecSyncRequest {
+        container_id: id.into(),
+        cmd: argv.iter().map(|s| (*s).to_owned()).collect(),
+        timeout,
+    })
+    .await
+    .expect("ExecSync")
+    .into_inner()
+}
+
+/// Containers listed with an id filter, as critest looks one up.
+pub async fn list_by_id(cri: &mut Runtime, id: &str) -> Vec<Container> {
+    cri.list_containers(ListContainersRequest {
+        filter: Some(ContainerFilter {
+            id: id.into(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("ListContainers")
+    .into_inner()
+    .containers
+}
+
+/// One line of a CRI log file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: String,
+    pub text: String,
+}
+
+/// The lines of a CRI log file (empty if it does not exist yet). Each line
+/// must have the CRI shape: an RFC 3339 timestamp, the stream, a P/F tag.
+pub fn log_lines(path: &std::path::Path) -> Vec<LogLine> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let (time, stream, tag) = (parts.next(), parts.next(), parts.next());
+            let time = time.unwrap_or_default();
+            assert!(
+                time.len() > 20 && time.ends_with('Z') && time.as_bytes().get(10) == Some(&b'T'),
+                "not a CRI log line: {line:?}"
+            );
+            assert!(
+                matches!(tag, Some("P" | "F")),
+                "not a CRI log line: {line:?}"
+            );
+            LogLine {
+                stream: stream.unwrap_or_default().to_owned(),
+                text: parts.next().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Waits until the log at `path` has a line from `stream` that `matches`.
+pub async fn wait_for_log_line(
+    path: &std::path::Path,
+    stream: &str,
+    matches: impl Fn(&str) -> bool,
+    within: Duration,
+) -> Vec<LogLine> {
+    let deadline = Instant::now() + within;
+    loop {
+        let lines = log_lines(path);
+        if lines.iter().any(|l| l.stream == stream && matches(&l.text)) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no matching {stream} line in {} after {within:?}: {lines:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The status line of `GET /` from an HTTP server, retried until it answers.
+pub async fn http_get(addr: std::net::SocketAddr, within: Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + within;
+    loop {
+        let attempt = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\nHost: pier-tests\r\n\r\n")?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            Ok(reply)
+        })
+        .await
+        .expect("http thread");
+        let last = match attempt {
+            Ok(reply) if !reply.is_empty() => {
+                return reply.lines().next().unwrap_or_default().to_owned();
+            }
+            Ok(_) => "empty reply".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no HTTP answer from {addr} within {within:?}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A shell script running a busybox httpd that serves a one-line page on
+/// `port`, in the foreground.
+pub fn web_server_script(port: u16) -> String {
+    format!("mkdir -p /www && echo pier-page > /www/index.html && exec httpd -f -p {port} -h /www")
+}
+
+/// The command of a container running [`web_server_script`].
+pub fn web_server(port: u16) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), web_server_script(port)]
+}
+
+/// What a CRI validation spec starts from: a registry serving the busybox
+/// image, a pierd on a private network that pulled it, a runtime client, and
+/// a directory for pod logs. Fields drop in order: the client, the logs,
+/// then pierd (which removes what a failed test left), then the registry.
+pub struct Node {
+    pub cri: Runtime,
+    pub image: String,
+    pub logs: tempfile::TempDir,
+    pub pierd: Pierd,
+    pub registry: Registry,
+}
+
+impl Node {
+    pub async fn start() -> Self {
+        let registry = Registry::start();
+        let (pierd, image) = setup(&registry).await;
+        let cri = pierd.cri().await.runtime;
+        Self {
+            cri,
+            image,
+            logs: tempfile::tempdir().expect("tempdir"),
+            pierd,
+            registry,
+        }
+    }
+
+    /// A pod config named `name` with its own log directory.
+    pub fn pod(&self, name: &str) -> PodSandboxConfig {
+        pod(name, &self.logs.path().join(name))
+    }
+
+    /// Runs a pod as configured; returns its id.
+    pub async fn run_pod(&mut self, config: &PodSandboxConfig) -> String {
+        run_pod(&mut self.cri, config).await
+    }
+
+    /// A container of the busybox image running `argv`.
+    pub fn container(&self, name: &str, argv: &[&str]) -> ContainerConfig {
+        plain_container(name, &self.image, argv)
+    }
+
+    /// Creates and starts a container; returns its id.
+    pub async fn run(
+        &mut self,
+        pod_id: &str,
+        pod: &PodSandboxConfig,
+        config: ContainerConfig,
+    ) -> String {
+        run(&mut self.cri, pod_id, pod, config).await
+    }
+
+    /// The host path of a container's log.
+    pub fn log_path(pod: &PodSandboxConfig, config: &ContainerConfig) -> std::path::PathBuf {
+        std::path::Path::new(&pod.log_directory).join(&config.log_path)
+    }
 }
