@@ -5,6 +5,7 @@
 pub mod bins;
 pub mod client;
 pub mod image;
+pub mod native;
 pub mod pierd;
 pub mod registry;
 pub mod token_server;

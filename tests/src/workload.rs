@@ -446,3 +446,12 @@ impl Node {
         std::path::Path::new(&pod.log_directory).join(&config.log_path)
     }
 }
+
+impl Node {
+    /// Pushes another test image to the node's registry and pulls it.
+    pub async fn add_image(&self, spec: &TestImage, repo_tag: &str) -> String {
+        let pushed = spec.push(&self.registry, repo_tag).await;
+        pull(&self.pierd, &pushed.reference).await;
+        pushed.reference
+    }
+}

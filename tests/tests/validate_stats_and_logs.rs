@@ -62,7 +62,10 @@ async fn stats_of_a_started_container_are_listed_by_id_and_without_a_filter() {
         id: id.clone(),
         ..Default::default()
     };
-    assert_eq!(list_stats(&mut node.cri, Some(by_id)).await, [id.clone()]);
+    assert_eq!(
+        list_stats(&mut node.cri, Some(by_id)).await,
+        vec![id.clone()]
+    );
     let all = list_stats(&mut node.cri, None).await;
     assert!(all.contains(&id) && all.contains(&other), "{all:?}");
     remove_pod(&mut node.cri, &pod_id).await;
