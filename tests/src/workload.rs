@@ -455,3 +455,30 @@ impl Node {
         pushed.reference
     }
 }
+
+/// Runs `argv` in a container until its stdout satisfies `done`; returns
+/// that stdout. For checks right after StartContainer: runc returns once the
+/// init is released, and its exec of the command follows a moment later.
+pub async fn exec_until(
+    cri: &mut Runtime,
+    id: &str,
+    argv: &[&str],
+    done: impl Fn(&str) -> bool,
+    within: Duration,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let out = exec(cri, id, argv, 30).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.exit_code == 0 && done(&stdout) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{argv:?} in {id}: exit {}, stdout {stdout:?}, stderr {:?} after {within:?}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -79,7 +79,15 @@ async fn host_pid_containers_see_each_others_host_pids() {
     let script = "echo $$ > /tmp/pid && exec sleep 4242";
     let first = container_with(&node, "first-with-HostPID", &["sh", "-c", script], &host);
     let first = node.run(&pod_id, &pod, first).await;
-    let own_view = exec_stdout(&mut node.cri, &first, &["cat", "/tmp/pid"]).await;
+    let within = Duration::from_secs(10);
+    let own_view = exec_until(
+        &mut node.cri,
+        &first,
+        &["cat", "/tmp/pid"],
+        |pid| !pid.trim().is_empty(),
+        within,
+    )
+    .await;
     let own_view: i64 = own_view.trim().parse().expect("a pid");
     assert_eq!(
         own_view,
@@ -94,11 +102,17 @@ async fn host_pid_containers_see_each_others_host_pids() {
         &host,
     );
     let second = node.run(&pod_id, &pod, second).await;
-    let pids = exec_stdout(&mut node.cri, &second, &["sh", "-c", "pidof sleep || true"]).await;
-    assert!(
-        pids.split_whitespace().any(|p| p == own_view.to_string()),
-        "pid {own_view} not among {pids:?}"
-    );
+    // critest: the other container's process, seen by its host pid.
+    let pidof = ["sh", "-c", "pidof sleep || true"];
+    let own_view = own_view.to_string();
+    exec_until(
+        &mut node.cri,
+        &second,
+        &pidof,
+        |pids| pids.split_whitespace().any(|p| p == own_view),
+        within,
+    )
+    .await;
     remove_pod(&mut node.cri, &pod_id).await;
 }
 
@@ -204,11 +218,16 @@ async fn pod_pid_namespace_is_shared_with_an_infra_process() {
         "pid 1 is the first container's process: {init:?}"
     );
     // ...and the pod's containers see each other's processes.
-    let sleeping = exec_stdout(&mut node.cri, &second, &["sh", "-c", "pidof sleep || true"]).await;
-    assert!(
-        !sleeping.trim().is_empty(),
-        "the first container's sleep is not visible"
-    );
+    let pidof = ["sh", "-c", "pidof sleep || true"];
+    let visible = |pids: &str| !pids.trim().is_empty();
+    exec_until(
+        &mut node.cri,
+        &second,
+        &pidof,
+        visible,
+        Duration::from_secs(10),
+    )
+    .await;
     remove_pod(&mut node.cri, &pod_id).await;
 }
 
@@ -222,8 +241,9 @@ async fn container_pid_namespace_has_the_container_process_as_pid_1() {
     let (pod_id, pod) = pod_with(&mut node, "container-pid", &own).await;
     let config = container_with(&node, "nginx-container-pid", &["sleep", "4244"], &own);
     let id = node.run(&pod_id, &pod, config).await;
-    let init = exec_stdout(&mut node.cri, &id, &["cat", "/proc/1/cmdline"]).await;
-    assert_eq!(init, "sleep\u{0}4244\u{0}");
+    let own = |init: &str| init == "sleep\u{0}4244\u{0}";
+    let cmdline = ["cat", "/proc/1/cmdline"];
+    exec_until(&mut node.cri, &id, &cmdline, own, Duration::from_secs(10)).await;
     remove_pod(&mut node.cri, &pod_id).await;
 }
 
