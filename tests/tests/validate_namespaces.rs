@@ -8,12 +8,6 @@ use std::time::Duration;
 use k8s_cri::v1::*;
 use pier_tests::workload::*;
 
-/// The PID mode critest gives the containers of its IPC and network specs:
-/// it sends POD. Until pier runs a pod-wide PID namespace, CONTAINER keeps
-/// those specs' IPC and network checks running; switch to POD once it does
-/// (`pod_pid_namespace_is_shared_with_an_infra_process` covers POD itself).
-const CRITEST_PID_MODE: NamespaceMode = NamespaceMode::Container;
-
 fn options(pid: NamespaceMode, ipc: NamespaceMode, network: NamespaceMode) -> NamespaceOption {
     NamespaceOption {
         pid: pid as i32,
@@ -156,15 +150,11 @@ async fn shm_ids_seen(host_ipc: bool) -> (String, Vec<String>) {
     } else {
         NamespaceMode::Pod
     };
-    let pod_options = options(NamespaceMode::Pod, ipc, NamespaceMode::Pod);
-    let (pod_id, pod) = pod_with(&mut node, "host-ipc", &pod_options).await;
-    let container_options = options(CRITEST_PID_MODE, ipc, NamespaceMode::Pod);
-    let config = container_with(
-        &node,
-        "namespace-container",
-        &["sh", "-c", "top"],
-        &container_options,
-    );
+    // critest gives the pod and its container the same options.
+    let namespaces = options(NamespaceMode::Pod, ipc, NamespaceMode::Pod);
+    let (pod_id, pod) = pod_with(&mut node, "host-ipc", &namespaces).await;
+    let top = ["sh", "-c", "top"];
+    let config = container_with(&node, "namespace-container", &top, &namespaces);
     let id = node.run(&pod_id, &pod, config).await;
     let table = exec_stdout(&mut node.cri, &id, &["cat", "/proc/sysvipc/shm"]).await;
     remove_pod(&mut node.cri, &pod_id).await;
@@ -190,7 +180,6 @@ async fn pod_ipc_container_does_not_see_the_hosts_shared_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs POD pid namespace"]
 async fn pod_pid_namespace_is_shared_with_an_infra_process() {
     let mut node = Node::start().await;
     let pod_pid = NamespaceOption {
@@ -257,15 +246,10 @@ async fn container_lists_host_port(host_network: bool) -> bool {
     } else {
         NamespaceMode::Pod
     };
-    let pod_options = options(NamespaceMode::Pod, NamespaceMode::Pod, network);
-    let (pod_id, pod) = pod_with(&mut node, "host-network", &pod_options).await;
-    let container_options = options(CRITEST_PID_MODE, NamespaceMode::Pod, network);
-    let mut config = container_with(
-        &node,
-        "container-with-HostNetwork",
-        &["sh", "-c", "netstat -ln"],
-        &container_options,
-    );
+    let namespaces = options(NamespaceMode::Pod, NamespaceMode::Pod, network);
+    let (pod_id, pod) = pod_with(&mut node, "host-network", &namespaces).await;
+    let netstat = ["sh", "-c", "netstat -ln"];
+    let mut config = container_with(&node, "container-with-HostNetwork", &netstat, &namespaces);
     config.log_path = "host-network.log".into();
     let log = Node::log_path(&pod, &config);
     let id = node.run(&pod_id, &pod, config).await;

@@ -71,6 +71,13 @@ async fn image_groups_of_the_user_are_merged_with_supplemental_groups() {
     let (pod_id, id) = run_one(&mut node, &pod, config).await;
     let expected = "1000 1234 2000";
     wait_for_log_line(&log, "stdout", |t| t == expected, Duration::from_secs(30)).await;
+    // Later critest versions also read the identity from the status.
+    let user = status(&mut node.cri, &id).await.user.and_then(|u| u.linux);
+    let user = user.expect("status.user.linux");
+    assert_eq!((user.uid, user.gid), (1000, 1000));
+    let mut groups = user.supplemental_groups.clone();
+    groups.sort_unstable();
+    assert_eq!(groups, [1000, 1234, 2000]);
     assert_eq!(
         exec_ok(&mut node.cri, &id, &["id", "-G"]).await,
         format!("{expected}\n")
