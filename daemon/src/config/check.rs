@@ -94,6 +94,10 @@ pub fn check_fields(config: &Config, origin: &str) -> Result<(), ConfigError> {
             "streaming.max_sessions",
             config.streaming.max_sessions as u64,
         ),
+        (
+            "streaming.token_ttl_seconds",
+            config.streaming.token_ttl_seconds,
+        ),
     ] {
         if value == 0 {
             return Err(invalid(key, "must be at least 1".into()));

@@ -203,6 +203,9 @@ pub struct StreamingConfig {
     /// Sessions (exec, attach, port forward connections) open at once;
     /// beyond, new connections get 503.
     pub max_sessions: usize,
+    /// How long a URL from Exec, Attach or PortForward stays valid
+    /// (kubelet's default: 1 minute). Each URL works once.
+    pub token_ttl_seconds: u64,
 }
 
 impl Default for StreamingConfig {
@@ -212,6 +215,7 @@ impl Default for StreamingConfig {
             idle_timeout_seconds: 4 * 60 * 60,
             stream_creation_timeout_seconds: 30,
             max_sessions: 256,
+            token_ttl_seconds: 60,
         }
     }
 }

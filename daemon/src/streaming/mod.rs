@@ -27,7 +27,6 @@ use crate::container::RUNNING;
 use crate::daemon::Daemon;
 use crate::error::{Error, StartError};
 use crate::sandbox;
-pub use tokens::TOKEN_TTL;
 use tokens::{Pending, TokenError, Tokens};
 
 /// Requests waiting for their client at once; beyond, Exec and friends
@@ -83,7 +82,7 @@ impl Streaming {
             })?;
         let shared = Arc::new(Shared {
             daemon,
-            tokens: Tokens::new(MAX_PENDING, TOKEN_TTL),
+            tokens: Tokens::new(MAX_PENDING, Duration::from_secs(config.token_ttl_seconds)),
             limits: Limits {
                 idle: Duration::from_secs(config.idle_timeout_seconds),
                 stream_creation: Duration::from_secs(config.stream_creation_timeout_seconds),

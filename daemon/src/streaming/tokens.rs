@@ -1,16 +1,13 @@
 //! The requests behind streaming URLs: each Exec, Attach or PortForward
 //! call stores its request under a random token; the first connection to the
-//! URL takes it out. Tokens expire after a minute, as kubelet's own
-//! streaming cache does.
+//! URL takes it out. Tokens expire (by default after a minute, as kubelet's
+//! own streaming cache does).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
-
-/// How long a URL stays valid.
-pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// Token bytes from the OS RNG (hex encoded in the URL): guessing one is
 /// out of reach, and a URL is worth one session for one minute.
@@ -92,6 +89,8 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TOKEN_TTL: Duration = Duration::from_secs(60);
 
     fn exec() -> Pending {
         Pending::Exec(ExecRequest {
