@@ -24,6 +24,7 @@ const SWEEP: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Pair {
+    port: u16,
     data: Option<Stream>,
     error: Option<Stream>,
     deadline: Option<Instant>,
@@ -76,19 +77,24 @@ pub async fn serve(shared: Arc<Shared>, io: TokioIo<Upgraded>, sandbox_id: Strin
             continue;
         }
         *slot = Some(stream);
-        if pair.data.is_some() && pair.error.is_some() {
-            if let Some(Pair {
+        if kind == "data" {
+            // kubelet forwards to the data stream's port.
+            pair.port = port;
+        }
+        if pair.data.is_some()
+            && pair.error.is_some()
+            && let Some(Pair {
                 data: Some(data),
                 error: Some(error),
+                port,
                 ..
             }) = pairs.remove(&request)
-            {
-                let shared = Arc::clone(&shared);
-                let (sandbox_id, gone) = (sandbox_id.clone(), gone.clone());
-                tokio::spawn(async move {
-                    forward_pair(&shared, &sandbox_id, port, data, error, gone).await;
-                });
-            }
+        {
+            let shared = Arc::clone(&shared);
+            let (sandbox_id, gone) = (sandbox_id.clone(), gone.clone());
+            tokio::spawn(async move {
+                forward_pair(&shared, &sandbox_id, port, data, error, gone).await;
+            });
         }
     }
     // Ends every forward of this connection.
