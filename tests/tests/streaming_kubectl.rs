@@ -68,7 +68,7 @@ async fn serve(mut client: TcpStream, mut cri: Runtime, container: &str, pod: &s
         let cmd = query
             .split('&')
             .filter_map(|kv| kv.strip_prefix("command="))
-            .map(|c| percent_decode(c))
+            .map(percent_decode)
             .collect();
         let request = ExecRequest {
             container_id: container.into(),
