@@ -22,8 +22,9 @@ pub fn spdy_client() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("go/spdyclient");
-            let out = std::env::temp_dir().join(format!("pier-spdyclient-{}", std::process::id()));
-            let cache = std::env::temp_dir().join("pier-gocache");
+            // Beside pierd in the target dir: rebuilt by each run, never left in /tmp.
+            let out = crate::bins::dir().join("pier-spdyclient");
+            let cache = crate::bins::dir().join("gocache");
             let built = Command::new("go")
                 .args(["build", "-o"])
                 .arg(&out)
