@@ -8,7 +8,7 @@ mod http;
 mod portforward;
 mod protocol;
 mod remotecommand;
-pub mod spdy;
+mod spdy;
 mod tokens;
 mod ws;
 

@@ -11,8 +11,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use session::{Target, TermSize};
-pub use spdy::{Wanted, serve as serve_spdy};
+pub use spdy::serve as serve_spdy;
 pub use websocket::serve as serve_websocket;
+
+/// The channels a remote command session asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
 
 /// Turns a byte stream of concatenated JSON sizes (`{"Width":80,"Height":24}`,
 /// as Go's json.Encoder writes them) into sizes; a chunk may end mid-object.

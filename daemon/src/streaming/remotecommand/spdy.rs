@@ -11,20 +11,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::session::{self, Io, Target};
-use super::{decode_resizes, status};
+use super::{Wanted, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
 use crate::streaming::protocol::Flavor;
 use crate::streaming::spdy::{Connection, Stream, StreamWriter};
-
-/// The channels a remote command session asked for.
-#[derive(Debug, Clone, Copy)]
-pub struct Wanted {
-    pub stdin: bool,
-    pub stdout: bool,
-    pub stderr: bool,
-    pub tty: bool,
-}
 
 #[derive(Default)]
 struct Streams {

@@ -10,11 +10,10 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
 use super::session::{self, Io, Target};
-use super::{decode_resizes, status};
+use super::{Wanted, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
 use crate::streaming::protocol::Flavor;
-use crate::streaming::remotecommand::spdy::Wanted;
 use crate::streaming::ws::{self, CLOSE_CHANNEL, Codec, Writer};
 
 const STDIN: u8 = 0;

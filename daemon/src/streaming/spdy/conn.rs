@@ -103,7 +103,7 @@ enum Out {
     Rst { id: u32, status: u32 },
     Ping(u32),
     WindowUpdate { id: u32, delta: u32 },
-    GoAway(u32),
+    GoAway { last: u32, status: u32 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,10 @@ impl Connection {
         } = self;
         drop(streams);
         let _ = out
-            .send(Out::GoAway(last_stream.load(Ordering::Relaxed)))
+            .send(Out::GoAway {
+                last: last_stream.load(Ordering::Relaxed),
+                status: frame::GOAWAY_OK,
+            })
             .await;
         drop(out);
         let _ = writer.await;
@@ -234,7 +237,7 @@ impl Reader {
                     Ok(Some(frame)) => self.handle(frame).await?,
                     Ok(None) => break,
                     Err(e) => {
-                        let _ = self.out.send(Out::GoAway(self.last())).await;
+                        self.protocol_error().await;
                         return Err(e.into());
                     }
                 }
@@ -252,6 +255,15 @@ impl Reader {
 
     fn last(&self) -> u32 {
         self.last_stream.load(Ordering::Relaxed)
+    }
+
+    /// Tells the peer why the connection ends before it does.
+    async fn protocol_error(&self) {
+        self.send(Out::GoAway {
+            last: self.last(),
+            status: frame::GOAWAY_PROTOCOL_ERROR,
+        })
+        .await;
     }
 
     async fn send(&self, out: Out) {
@@ -272,7 +284,7 @@ impl Reader {
                 let headers = match self.headers.decompress(&block) {
                     Ok(h) => h,
                     Err(e) => {
-                        self.send(Out::GoAway(self.last())).await;
+                        self.protocol_error().await;
                         return Err(e.into());
                     }
                 };
@@ -397,11 +409,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     stream_id: id,
                     delta,
                 },
-                Out::GoAway(last) => {
+                Out::GoAway { last, status } => {
                     going_away = true;
                     Frame::GoAway {
                         last_good_stream_id: last,
-                        status: frame::GOAWAY_OK,
+                        status,
                     }
                 }
             };
@@ -593,6 +605,13 @@ mod tests {
             .await
             .ok();
         assert!(gone.is_cancelled());
+        assert_eq!(
+            client.next().await,
+            Some(Frame::GoAway {
+                last_good_stream_id: 0,
+                status: frame::GOAWAY_PROTOCOL_ERROR
+            })
+        );
         drop(conn);
     }
 
