@@ -30,10 +30,11 @@ fi
 
 # What building, running and testing pier needs. docker-registry and
 # busybox-static serve the tests' images; apache2-utils gives htpasswd and
-# openssl signs the test token server's tokens.
+# openssl signs the test token server's tokens; Go and spdystream build the
+# SPDY client the streaming tests talk through.
 packages=(runc protobuf-compiler containernetworking-plugins iptables iproute2
           docker-registry busybox-static apache2-utils openssl build-essential
-          pkg-config ca-certificates)
+          pkg-config ca-certificates golang-go golang-github-docker-spdystream-dev)
 if [ "$bench" = 1 ]; then
   packages+=(conmon containerd skopeo umoci hyperfine)
 fi

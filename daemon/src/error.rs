@@ -22,6 +22,8 @@ pub enum Error {
     Setup { what: String, reason: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{command} failed: {message}")]
     Runtime { command: String, message: String },
     #[error(transparent)]
@@ -50,6 +52,7 @@ impl From<Error> for Status {
             Error::NetworkNotReady(_) | Error::FailedPrecondition(_) => {
                 Status::failed_precondition(message)
             }
+            Error::ResourceExhausted(_) => Status::resource_exhausted(message),
             Error::Image(e) => match e.kind() {
                 ErrorKind::InvalidArgument => Status::invalid_argument(message),
                 ErrorKind::NotFound => Status::not_found(message),
@@ -96,6 +99,11 @@ pub enum StartError {
     NotASocket { path: PathBuf },
     #[error("listen on {path}: {source}")]
     Listen { path: PathBuf, source: io::Error },
+    #[error("streaming server: listen on {address}: {source}")]
+    StreamingListen {
+        address: std::net::SocketAddr,
+        source: io::Error,
+    },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("open image store: {0}")]

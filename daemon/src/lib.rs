@@ -19,4 +19,5 @@ pub mod server;
 pub mod service;
 pub mod socket;
 pub mod status;
+pub mod streaming;
 pub mod time;

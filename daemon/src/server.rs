@@ -17,6 +17,7 @@ use crate::daemon::Daemon;
 use crate::error::StartError;
 use crate::service::{ImageService, RuntimeService};
 use crate::socket;
+use crate::streaming::Streaming;
 
 /// Kubelet sends and accepts CRI messages up to 16 MiB (ListContainers on a
 /// full node is large); tonic's default of 4 MiB would refuse them.
@@ -56,9 +57,13 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         // Serving with stale state beats not serving: kubelet re-syncs pods.
         tracing::error!(error = %e, "reconciling sandboxes failed");
     }
-    let runtime = RuntimeServiceServer::new(RuntimeService::new(Arc::clone(&daemon)))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let streaming_config = daemon.config.streaming.clone();
+    let (streaming, streaming_task) =
+        Streaming::start(&streaming_config, Arc::clone(&daemon)).await?;
+    let runtime =
+        RuntimeServiceServer::new(RuntimeService::new(Arc::clone(&daemon), streaming.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let images = ImageServiceServer::new(ImageService::new(Arc::clone(&daemon)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -86,6 +91,10 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             }
         }
     }
+    // Open exec/attach/port-forward sessions end with the daemon; their
+    // containers do not.
+    streaming.shutdown();
+    let _ = streaming_task.await;
     tracing::info!("pierd stopped; containers keep running");
     Ok(())
 }

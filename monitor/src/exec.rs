@@ -247,8 +247,9 @@ impl ExecSession {
     }
 
     /// The streaming client went away: close the process's side of the
-    /// stream (stdin EOF, SIGPIPE on output, SIGHUP for a pty) rather than
-    /// leave an interactive shell waiting forever.
+    /// stream and kill it. Nobody can see its output or its exit code any
+    /// more, and a process that ignores stdin EOF and SIGHUP (a `sleep`, a
+    /// server) would otherwise run on in the container for good.
     pub fn hang_up(&mut self) {
         if self.stdout.is_some() || self.stdin.is_some() || self.pty.is_some() {
             self.stdin = None;
@@ -256,6 +257,7 @@ impl ExecSession {
             self.stdout = None;
             self.stderr = None;
             self.pty = None;
+            self.kill();
         }
     }
 

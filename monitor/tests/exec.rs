@@ -160,20 +160,23 @@ fn streaming_exec_ends_when_its_client_goes_away() {
         })
         .unwrap_or(0)
     };
-    // An interactive shell waiting on stdin, on a pipe and on a pty.
-    let streams: Vec<_> = [false, true]
-        .into_iter()
-        .map(|tty| {
-            let argv = ["/bin/sh", "-c", "read x && sleep 1000"]
-                .map(String::from)
-                .to_vec();
-            c.client()
-                .exec_stream(argv, vec![], tty, true, Duration::ZERO)
-                .expect("exec_stream")
-        })
-        .collect();
+    // An interactive shell waiting on stdin, on a pipe and on a pty, and
+    // one that ignores its stdin and SIGHUP.
+    let streams: Vec<_> = [
+        (false, "read x && sleep 1000"),
+        (true, "read x && sleep 1000"),
+        (false, "trap '' HUP; sleep 1000 || read x && sleep 1000"),
+    ]
+    .into_iter()
+    .map(|(tty, script)| {
+        let argv = ["/bin/sh", "-c", script].map(String::from).to_vec();
+        c.client()
+            .exec_stream(argv, vec![], tty, true, Duration::ZERO)
+            .expect("exec_stream")
+    })
+    .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count() < 2 {
+    while count() < 3 {
         assert!(Instant::now() < deadline, "exec'd shells never started");
         std::thread::sleep(Duration::from_millis(50));
     }

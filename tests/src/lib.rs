@@ -8,6 +8,7 @@ pub mod image;
 pub mod native;
 pub mod pierd;
 pub mod registry;
+pub mod streams;
 pub mod token_server;
 pub mod workload;
 

@@ -14,8 +14,14 @@ pub type Runtime =
 
 /// A pierd that trusts the test registry, with a busybox image pulled.
 pub async fn setup(registry: &Registry) -> (Pierd, String) {
+    setup_with(registry, String::new()).await
+}
+
+/// [`setup`] with `config` as pierd's main config file.
+pub async fn setup_with(registry: &Registry, config: String) -> (Pierd, String) {
     let pushed = TestImage::default().push(registry, "tests/busybox:1").await;
     let pierd = Pierd::start_with(PierdOptions {
+        config,
         network: Some(TestNetwork::new()),
         args: vec!["--insecure-registry".into(), registry.host()],
         ..Default::default()

@@ -81,6 +81,28 @@ pub fn check_fields(config: &Config, origin: &str) -> Result<(), ConfigError> {
     for host in &config.registry.insecure {
         registry_host(host).map_err(|reason| invalid("registry.insecure", reason))?;
     }
+    for (key, value) in [
+        (
+            "streaming.idle_timeout_seconds",
+            config.streaming.idle_timeout_seconds,
+        ),
+        (
+            "streaming.stream_creation_timeout_seconds",
+            config.streaming.stream_creation_timeout_seconds,
+        ),
+        (
+            "streaming.max_sessions",
+            config.streaming.max_sessions as u64,
+        ),
+        (
+            "streaming.token_ttl_seconds",
+            config.streaming.token_ttl_seconds,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be at least 1".into()));
+        }
+    }
     if config.container_logs.max_line_size < 128 {
         return Err(invalid(
             "container_logs.max_line_size",

@@ -194,12 +194,28 @@ pub struct RegistryConfig {
 pub struct StreamingConfig {
     /// Address to listen on; port 0 picks a free port at startup.
     pub address: SocketAddr,
+    /// A session that moves no byte either way for this long is closed
+    /// (kubelet's default: 4 hours).
+    pub idle_timeout_seconds: u64,
+    /// How long a SPDY client may take to open the streams of a session
+    /// (kubelet's default: 30 seconds).
+    pub stream_creation_timeout_seconds: u64,
+    /// Sessions (exec, attach, port forward connections) open at once;
+    /// beyond, new connections get 503.
+    pub max_sessions: usize,
+    /// How long a URL from Exec, Attach or PortForward stays valid
+    /// (kubelet's default: 1 minute). Each URL works once.
+    pub token_ttl_seconds: u64,
 }
 
 impl Default for StreamingConfig {
     fn default() -> Self {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            idle_timeout_seconds: 4 * 60 * 60,
+            stream_creation_timeout_seconds: 30,
+            max_sessions: 256,
+            token_ttl_seconds: 60,
         }
     }
 }

@@ -207,6 +207,16 @@ fn bad_values_name_file_key_and_reason() {
             "http",
         ),
         (
+            "[streaming]\nmax_sessions = 0\n",
+            "streaming.max_sessions",
+            "at least 1",
+        ),
+        (
+            "[streaming]\ntoken_ttl_seconds = 0\n",
+            "streaming.token_ttl_seconds",
+            "at least 1",
+        ),
+        (
             "[container_logs]\nmax_line_size = 1\n",
             "container_logs.max_line_size",
             "too small",

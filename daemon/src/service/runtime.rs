@@ -16,17 +16,19 @@ use crate::container;
 use crate::daemon::Daemon;
 use crate::sandbox;
 use crate::status;
+use crate::streaming::Streaming;
 
 /// The CRI API version pier speaks, as `Version` reports it.
 const CRI_API_VERSION: &str = "v1";
 
 pub struct RuntimeService {
     daemon: Arc<Daemon>,
+    streaming: Streaming,
 }
 
 impl RuntimeService {
-    pub fn new(daemon: Arc<Daemon>) -> Self {
-        Self { daemon }
+    pub fn new(daemon: Arc<Daemon>, streaming: Streaming) -> Self {
+        Self { daemon, streaming }
     }
 
     fn runtime_handlers(&self) -> Vec<RuntimeHandler> {
@@ -237,22 +239,25 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         }))
     }
 
-    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let url = self.streaming.exec(request.into_inner()).await?;
+        Ok(Response::new(ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _request: Request<AttachRequest>,
+        request: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        unimplemented("Attach")
+        let url = self.streaming.attach(request.into_inner()).await?;
+        Ok(Response::new(AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<PortForwardRequest>,
+        request: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        unimplemented("PortForward")
+        let url = self.streaming.port_forward(request.into_inner()).await?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
-use pier_tests::Cri;
+use pier_tests::{Cri, streams};
 
 /// Latencies per operation, and memory with many pods running.
 pub struct Figures {
@@ -172,6 +172,23 @@ async fn container_cycle(
         };
         cri.runtime.exec_sync(exec).await.expect("ExecSync");
         out.push(("ExecSync", t.elapsed()));
+    }
+    // kubectl exec's path: Exec, then the session over the runtime's
+    // streaming server (WebSocket, which containerd's server speaks too).
+    for _ in 0..3 {
+        let t = Instant::now();
+        let exec = ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let url = cri.runtime.exec(exec).await.expect("Exec").into_inner().url;
+        let (mut ws, _) = streams::websocket(&url, "v5.channel.k8s.io, v4.channel.k8s.io").await;
+        // Until the server closes: the session is over once the status is in.
+        streams::read_channels(&mut ws, |_| false).await;
+        out.push(("Exec+stream", t.elapsed()));
     }
     let t = Instant::now();
     cri.runtime
@@ -416,10 +433,11 @@ impl Report {
             b.name,
             &rows(&POD_OPS, &a.parallel, &b.parallel),
         );
-        const CONTAINER_OPS: [&str; 5] = [
+        const CONTAINER_OPS: [&str; 6] = [
             "CreateContainer",
             "StartContainer",
             "ExecSync",
+            "Exec+stream",
             "StopContainer",
             "RemoveContainer",
         ];
