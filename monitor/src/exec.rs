@@ -257,7 +257,11 @@ impl ExecSession {
             self.stdout = None;
             self.stderr = None;
             self.pty = None;
-            self.kill();
+            // As at a deadline: kill once runc has written the pid file, as
+            // killing runc before then would orphan the process.
+            let now = Instant::now();
+            self.deadline = Some(self.deadline.map_or(now, |d| d.min(now)));
+            self.check_deadline(now);
         }
     }
 
