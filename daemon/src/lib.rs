@@ -2,6 +2,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod authority;
 pub mod binaries;
 pub mod cli;
 pub mod config;

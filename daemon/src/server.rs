@@ -9,9 +9,11 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use pier_storage::Database;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
+use crate::authority::AuthorityRepair;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::error::StartError;
@@ -68,6 +70,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let signal = shutdown_signal()?;
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRepair::new));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "pierd serving CRI");
@@ -76,7 +79,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .timeout(Duration::from_secs(30 * 60))
         .add_service(runtime)
         .add_service(images)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
@@ -130,7 +129,7 @@ fn start(cfg: &args::Config) -> Result<(server::Server, Created), String> {
         .map_err(|e| format!("log file {}: {e}", cfg.log_path.display()))?;
     let socket_path = cfg.runtime_dir.join(pier_proto::CONTROL_SOCKET);
     let _ = std::fs::remove_file(&socket_path);
-    let listener = UnixListener::bind(&socket_path)
+    let listener = pier_proto::socket_path::bind(&socket_path)
         .map_err(|e| format!("control socket {}: {e}", socket_path.display()))?;
     let created = runtime::create(cfg)?;
     let me = std::process::id() as i32;

@@ -9,25 +9,31 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use pier_proto::socket_path::{self, ShortPath};
 
 pub struct ConsoleSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// The path runc connects to: `path` itself, or one through this
+    /// process's `/proc` entry where `path` is too long for an address.
+    for_runc: ShortPath,
 }
 
 impl ConsoleSocket {
     pub fn bind(path: &Path) -> io::Result<Self> {
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        let listener = socket_path::bind(path)?;
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
             path: path.to_path_buf(),
+            for_runc: ShortPath::for_others(path)?,
         })
     }
 
+    /// What to give runc as `--console-socket`.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.for_runc.as_path()
     }
 
     /// The pty master, if runc has connected; never blocks on accept.

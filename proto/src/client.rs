@@ -35,10 +35,11 @@ impl Client {
     /// Connect to `<runtime dir>/monitor.sock` (pass the socket path). A
     /// refused connection means the monitor is gone: read the exit file.
     pub fn connect(socket: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-            path: socket.display().to_string(),
-            source,
-        })?;
+        let stream =
+            crate::socket_path::connect(socket).map_err(|source| ClientError::Connect {
+                path: socket.display().to_string(),
+                source,
+            })?;
         Ok(Self { stream })
     }
 

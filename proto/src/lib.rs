@@ -13,6 +13,7 @@ pub mod attach;
 pub mod client;
 pub mod exit_file;
 pub mod framing;
+pub mod socket_path;
 
 /// Generated from `monitor.proto`.
 pub mod monitor {

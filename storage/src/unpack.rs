@@ -3,6 +3,7 @@
 //! directory. The directory is private to the unpacker (a fresh temp dir),
 //! so checking a path with lstat and then using it is not racy.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
@@ -58,8 +59,19 @@ impl Default for UnpackOptions {
 }
 
 /// Unpacks the tar stream `reader` into the existing, empty directory `dest`.
+///
+/// A stream may end right after its last entry's data, without the padding
+/// to a 512-byte block and without the two zero blocks that close an
+/// archive: umoci 0.4 writes layers that way, and Go's `archive/tar`
+/// (containerd, CRI-O) reads them. Such an end is accepted. A stream that
+/// ends anywhere else, inside an entry's data or inside a header, is still a
+/// read error.
 pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<(), UnpackError> {
-    let mut archive = Archive::new(reader);
+    let end = StreamEnd::default();
+    let mut archive = Archive::new(Counted {
+        inner: reader,
+        end: &end,
+    });
     let mut unpacker = Unpacker {
         dest,
         opts,
@@ -67,8 +79,14 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<(),
         dirs: Vec::new(),
         buf: vec![0; 128 * 1024],
     };
+    let mut padding = None;
     for entry in archive.entries().map_err(UnpackError::Read)? {
-        let entry = entry.map_err(UnpackError::Read)?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(_) if end.within(padding) => break,
+            Err(e) => return Err(UnpackError::Read(e)),
+        };
+        padding = padding_of(&entry);
         unpacker.entry(entry)?;
     }
     // Directory times and modes last: writing into a directory changes its
@@ -82,6 +100,53 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<(),
         fsops::set_mtime(path, *mtime).map_err(wrap)?;
     }
     Ok(())
+}
+
+/// How far the tar reader got into the stream, and whether the stream ended.
+#[derive(Default)]
+struct StreamEnd {
+    read: Cell<u64>,
+    ended: Cell<bool>,
+}
+
+impl StreamEnd {
+    /// Whether the stream ended inside `padding`, the bytes between the
+    /// last entry's data and the next block boundary: all of that entry's
+    /// data arrived, and only filler is missing.
+    fn within(&self, padding: Option<(u64, u64)>) -> bool {
+        let read = self.read.get();
+        padding.is_some_and(|(start, end)| self.ended.get() && start <= read && read < end)
+    }
+}
+
+/// Where an entry's padding lies in the stream, as `[start, end)` offsets,
+/// or `None` where its data fills whole blocks. GNU sparse entries report
+/// their expanded size rather than the stored one, so they get none: an
+/// archive that ends right after one must be complete.
+fn padding_of<R: Read>(entry: &tar::Entry<'_, R>) -> Option<(u64, u64)> {
+    if entry.header().entry_type().is_gnu_sparse() {
+        return None;
+    }
+    let start = entry.raw_file_position().checked_add(entry.size())?;
+    let end = start.checked_next_multiple_of(512)?;
+    (start < end).then_some((start, end))
+}
+
+/// A reader that records into a [`StreamEnd`] how much it passed on.
+struct Counted<'a, R> {
+    inner: R,
+    end: &'a StreamEnd,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.end.ended.set(true);
+        }
+        self.end.read.set(self.end.read.get() + n as u64);
+        Ok(n)
+    }
 }
 
 struct Unpacker<'a> {

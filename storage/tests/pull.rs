@@ -292,6 +292,47 @@ async fn corrupt_truncated_or_mislabelled_blobs_fail_and_store_nothing() {
     assert!(common::list_dir(&t.root().join("layers")).is_empty());
 }
 
+/// umoci 0.4 ends a layer's tar right after the last entry's data; Go's
+/// archive/tar reads it, so containerd and CRI-O pull such images.
+#[tokio::test(flavor = "multi_thread")]
+async fn layer_without_tar_padding_or_end_blocks_pulls_but_a_cut_one_does_not() {
+    let reg = Registry::start();
+    let full = TarLayer::new()
+        .dir("etc")
+        .file("etc/motd", &[b'm'; 700])
+        .finish();
+    // etc/ header 0..512, etc/motd header 512..1024, data 1024..1724.
+    let unpadded = &full[..1724];
+    let layer = Blob::gzip(unpadded);
+    let config = config_json(std::slice::from_ref(&layer.diff_id), "amd64", "");
+    reg.push_image("test/unpadded:v1", &[layer], &config, false)
+        .await;
+    let t = TestStore::new(&[reg.host()]).await;
+    let image = t
+        .store
+        .pull(
+            &format!("{}/test/unpadded:v1", reg.host()),
+            &Auth::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(t.layer_dirs().len(), 1);
+
+    // The same shape cut inside the data: digest and diff id agree with the
+    // blob, yet an entry is short, which is data loss.
+    let cut = Blob::gzip(&full[..1500]);
+    let config = config_json(std::slice::from_ref(&cut.diff_id), "amd64", "");
+    reg.push_image("test/cut:v1", &[cut], &config, false).await;
+    let err = t
+        .store
+        .pull(&format!("{}/test/cut:v1", reg.host()), &Auth::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DataLoss);
+    assert!(matches!(pull_cause(err), PullError::BadLayer { .. }));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn decompression_bomb_stops_at_the_configured_bound() {
     let reg = Registry::start();

@@ -235,6 +235,44 @@ fn truncated_tar_is_a_read_error() {
     assert!(matches!(result, Err(UnpackError::Read(_))), "{result:?}");
 }
 
+/// A layer as umoci 0.4 writes it: the stream stops right after the last
+/// entry's data, with neither the padding to a block nor the end blocks.
+fn unpadded(tar: &[u8], last_data_end: usize) -> &[u8] {
+    &tar[..last_data_end]
+}
+
+#[test]
+fn stream_ending_after_the_last_entrys_data_unpacks() {
+    // dir header 0..512, file header 512..1024, data 1024..2024.
+    let tar = TarLayer::new().dir("d").file("d/f", &[7u8; 1000]).finish();
+    for cut in [2024, 2030, 2047] {
+        let dest = tempfile::tempdir().unwrap();
+        unpack_into(unpadded(&tar, cut), dest.path()).unwrap();
+        assert_eq!(fs::read(dest.path().join("d/f")).unwrap(), [7u8; 1000]);
+    }
+    // Ending on a block boundary, without the end blocks, was always fine.
+    let dest = tempfile::tempdir().unwrap();
+    unpack_into(&tar[..2048], dest.path()).unwrap();
+    assert_eq!(fs::metadata(dest.path().join("d/f")).unwrap().len(), 1000);
+}
+
+#[test]
+fn stream_ending_inside_data_or_a_header_is_still_a_read_error() {
+    let tar = TarLayer::new()
+        .file("a", &[1u8; 100])
+        .file("b", &[2u8; 1000])
+        .finish();
+    // a: header 0..512, data 512..612; b: header 1024..1536, data 1536..2536.
+    for cut in [2535, 1600, 1536, 1100, 600] {
+        let dest = tempfile::tempdir().unwrap();
+        let result = unpack_into(&tar[..cut], dest.path());
+        assert!(
+            matches!(result, Err(UnpackError::Read(_))),
+            "cut {cut}: {result:?}"
+        );
+    }
+}
+
 #[test]
 fn blank_numeric_fields_read_as_zero() {
     let dest = tempfile::tempdir().unwrap();

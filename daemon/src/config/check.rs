@@ -20,20 +20,6 @@ pub fn check_fields(config: &Config, origin: &str) -> Result<(), ConfigError> {
     ] {
         absolute(path).map_err(|reason| invalid(key, reason))?;
     }
-    // Monitors bind `<runroot>/containers/<64-hex id>/monitor.sock`, and a
-    // Unix socket path has at most 107 bytes.
-    const SOCKET_SUFFIX: usize = "/containers/".len() + 64 + "/monitor.sock".len();
-    if config.runroot.as_os_str().len() + SOCKET_SUFFIX > 107 {
-        return Err(invalid(
-            "runroot",
-            format!(
-                "{} is too long: container sockets under it would exceed the 107-byte limit \
-                 of Unix socket paths (use at most {} bytes)",
-                config.runroot.display(),
-                107 - SOCKET_SUFFIX
-            ),
-        ));
-    }
     for dir in &config.cni.plugin_dirs {
         absolute(dir).map_err(|reason| invalid("cni.plugin_dirs", reason))?;
     }

@@ -38,6 +38,11 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
     }
     let ns = Namespaces::of(&config);
     let sysctls = sysctls(&config, &ns)?;
+    // A host-network pod takes the node's hostname, so only a hostname that
+    // will be set is checked.
+    if !ns.host_network() && !config.hostname.is_empty() {
+        check_hostname(&config.hostname)?;
+    }
 
     let id = crate::ids::new_id().map_err(|e| Error::Setup {
         what: "generate a sandbox id".into(),
@@ -173,22 +178,57 @@ async fn save_progress(daemon: &Daemon, id: &str, runtime: &SandboxRuntime) -> R
         .await
 }
 
-/// The pod's hostname: its own (kubelet sets it, else the pod name), or the
-/// node's for host-network pods.
+/// The pod's hostname: its own, or the node's where kubelet sent none or the
+/// pod shares the host network. containerd (`setupSandboxFiles`) and CRI-O
+/// both fall back to the node's hostname; the pod name is no fallback, since
+/// kubelet already derives the hostname from it and a raw name may be longer
+/// than the kernel's 64 bytes.
 fn hostname(config: &PodSandboxConfig, ns: Namespaces) -> Result<String, Error> {
-    if !ns.host_network() {
-        if !config.hostname.is_empty() {
-            return Ok(config.hostname.clone());
-        }
-        if let Some(metadata) = &config.metadata {
-            return Ok(metadata.name.clone());
-        }
+    if !ns.host_network() && !config.hostname.is_empty() {
+        return Ok(config.hostname.clone());
     }
     let host = nix::unistd::gethostname().map_err(|e| Error::Setup {
         what: "read the node's hostname".into(),
         reason: e.to_string(),
     })?;
     Ok(host.to_string_lossy().into_owned())
+}
+
+/// The kernel's limit on a UTS hostname (`HOST_NAME_MAX`).
+const HOST_NAME_MAX: usize = 64;
+
+/// Refuses a hostname that `sethostname` would refuse (longer than 64 bytes)
+/// or that is no RFC 1123 host name (dot-separated labels of letters, digits
+/// and inner hyphens), which resolvers and `/etc/hosts` would not accept.
+fn check_hostname(hostname: &str) -> Result<(), Error> {
+    const FIELD: &str = "config.hostname";
+    if hostname.len() > HOST_NAME_MAX {
+        return Err(invalid(
+            FIELD,
+            format!(
+                "{hostname:?} is {} bytes, over the kernel's limit of {HOST_NAME_MAX}",
+                hostname.len()
+            ),
+        ));
+    }
+    for label in hostname.split('.') {
+        let valid = !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !valid {
+            return Err(invalid(
+                FIELD,
+                format!(
+                    "{hostname:?} is not a valid host name: each dot-separated label \
+                     must be letters, digits and inner hyphens"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The portmap plugin's runtime config for the mappings that name a host port.
@@ -242,4 +282,41 @@ fn sysctls(config: &PodSandboxConfig, ns: &Namespaces) -> Result<Vec<(String, St
         out.push((key, value.clone()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_hostname;
+
+    #[test]
+    fn hostnames_the_kernel_and_resolvers_take_pass() {
+        for ok in [
+            "a",
+            "pod-1",
+            "web.default.svc",
+            "A1-b2",
+            &"x".repeat(63),
+            &"y".repeat(64),
+        ] {
+            assert!(check_hostname(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn long_or_malformed_hostnames_name_the_field() {
+        let long = "a".repeat(65);
+        for bad in [
+            long.as_str(),
+            "-a",
+            "a-",
+            "a..b",
+            "a b",
+            "a/b",
+            "a_b",
+            "\u{e9}t\u{e9}",
+        ] {
+            let message = check_hostname(bad).expect_err(bad).to_string();
+            assert!(message.contains("config.hostname"), "{message}");
+        }
+    }
 }
