@@ -7,7 +7,7 @@
 #   contrib/setup.sh --deps     only install what building and testing need
 #   contrib/setup.sh --no-start everything but running pierd
 #   contrib/setup.sh --bench    also install the peers benchmarks compare with
-#                               (conmon, containerd, skopeo, umoci)
+#                               (conmon, containerd)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,12 +31,15 @@ fi
 # What building, running and testing pier needs. docker-registry and
 # busybox-static serve the tests' images; apache2-utils gives htpasswd and
 # openssl signs the test token server's tokens; Go and spdystream build the
-# SPDY client the streaming tests talk through.
+# SPDY client the streaming tests talk through, and the released crictl and
+# critest (../shared/cri-tools); umoci, skopeo, jq and util-linux build and
+# push the images critest pulls.
 packages=(runc protobuf-compiler containernetworking-plugins iptables iproute2
           docker-registry busybox-static apache2-utils openssl build-essential
-          pkg-config ca-certificates golang-go golang-github-docker-spdystream-dev)
+          pkg-config ca-certificates golang-go golang-github-docker-spdystream-dev
+          umoci skopeo jq curl util-linux)
 if [ "$bench" = 1 ]; then
-  packages+=(conmon containerd skopeo umoci hyperfine)
+  packages+=(conmon containerd hyperfine)
 fi
 missing=()
 for pkg in "${packages[@]}"; do

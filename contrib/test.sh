@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Runs pier's whole test suite as root: formatting, lints, unit tests and the
-# end-to-end tests (real runc, a local docker-registry, CNI plugins).
+# end-to-end tests (real runc, a local docker-registry, CNI plugins), and the
+# released crictl and critest (cri-tools v1.26.1) where their source is at
+# hand.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 "$repo/contrib/setup.sh" --deps
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+# The real CRI clients: built offline from ../shared/cri-tools (or
+# $PIER_CRI_TOOLS_SRC) into target/cri-tools; the tests that drive them say
+# they skipped where neither the source nor $PIER_CRI_TOOLS is there.
+cri_tools_src=${PIER_CRI_TOOLS_SRC:-$repo/../shared/cri-tools}
+if [ -z "${PIER_CRI_TOOLS:-}" ]; then
+  if [ -x "$cri_tools_src/build.sh" ] || [ -f "$cri_tools_src/build.sh" ]; then
+    bash "$cri_tools_src/build.sh" "$repo/target/cri-tools"
+  else
+    echo "test.sh: no cri-tools source at $cri_tools_src: crictl and critest tests will skip" >&2
+  fi
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -30,6 +30,8 @@ pub struct PierdOptions {
     pub network: Option<TestNetwork>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// The run root, relative to the test's temp dir (`run` by default).
+    pub runroot: Option<PathBuf>,
 }
 
 impl Default for PierdOptions {
@@ -40,6 +42,7 @@ impl Default for PierdOptions {
             socket: None,
             network: None,
             args: Vec::new(),
+            runroot: None,
         }
     }
 }
@@ -184,7 +187,7 @@ impl Pierd {
         self.dir.path().join("root")
     }
     pub fn runroot(&self) -> PathBuf {
-        self.dir.path().join("run")
+        runroot(self.dir.path(), &self.options)
     }
     pub fn network(&self) -> Option<&TestNetwork> {
         self.network.as_ref()
@@ -343,6 +346,10 @@ fn short_tempdir() -> TempDir {
         .expect("tempdir")
 }
 
+fn runroot(dir: &Path, options: &PierdOptions) -> PathBuf {
+    dir.join(options.runroot.as_deref().unwrap_or(Path::new("run")))
+}
+
 /// Starts the pierd binary with everything pointed into `dir`.
 fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
     let cni = dir.join("cni");
@@ -371,7 +378,7 @@ fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
         .arg("--root")
         .arg(dir.join("root"))
         .arg("--runroot")
-        .arg(dir.join("run"))
+        .arg(runroot(dir, options))
         .arg("--cni-config-dir")
         .arg(&cni)
         .args(["--log-level", "info,pierd=debug,pier_storage=debug"])

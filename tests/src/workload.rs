@@ -422,9 +422,13 @@ impl Node {
         }
     }
 
-    /// A pod config named `name` with its own log directory.
+    /// A pod config named `name` with its own log directory and, as
+    /// critest sends it, no hostname: the runtime picks one.
     pub fn pod(&self, name: &str) -> PodSandboxConfig {
-        pod(name, &self.logs.path().join(name))
+        PodSandboxConfig {
+            hostname: String::new(),
+            ..pod(name, &self.logs.path().join(name))
+        }
     }
 
     /// Runs a pod as configured; returns its id.

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
-use pier_tests::Registry;
 use pier_tests::workload::*;
+use pier_tests::{ImageSpec as TestImage, Pierd, PierdOptions, Registry, TestNetwork};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_runs_logs_and_exits_with_its_code() {
@@ -356,4 +356,56 @@ async fn a_full_pod_lifecycle_leaks_nothing() {
         .await
         .expect("list");
     assert!(list.into_inner().containers.is_empty());
+}
+
+/// Monitor sockets live at `<runroot>/containers/<64 hex>/monitor.sock`; this
+/// run root puts them past the 107 bytes a socket address holds, and runc's
+/// console socket for a terminal with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_root_runs_terminal_containers_and_survives_a_restart() {
+    let registry = Registry::start();
+    let pushed = TestImage::default()
+        .push(&registry, "tests/busybox:1")
+        .await;
+    let mut pierd = Pierd::start_with(PierdOptions {
+        network: Some(TestNetwork::new()),
+        args: vec!["--insecure-registry".into(), registry.host()],
+        runroot: Some(format!("run/{}", "r".repeat(90)).into()),
+        ..Default::default()
+    })
+    .await;
+    let socket = pierd.runroot().join("containers").join("0".repeat(64));
+    assert!(socket.join("monitor.sock").as_os_str().len() > 107);
+    pull(&pierd, &pushed.reference).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("longrun", logs.path())).await;
+    let mut config = container("tty", &pushed.reference, "echo ready; exec sleep 1000");
+    config.tty = true;
+    config.stdin = true;
+    let id = run(&mut cri, &pod_id, &pod, config).await;
+    assert_eq!(
+        exec_out(&mut cri, &id, "echo $((6*7))").await,
+        (0, "42\n".into())
+    );
+    let log_path = logs.path().join("tty/0.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("ready")) {
+        assert!(
+            Instant::now() < deadline,
+            "no terminal output in {log_path:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pierd.terminate();
+    pierd.restart().await;
+    let mut cri = pierd.cri().await.runtime;
+    let state = status(&mut cri, &id).await.state;
+    assert_eq!(state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        exec_out(&mut cri, &id, "echo again").await,
+        (0, "again\n".into())
+    );
+    remove_pod(&mut cri, &pod_id).await;
 }

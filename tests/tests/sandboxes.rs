@@ -292,6 +292,63 @@ async fn host_network_pod_skips_cni_and_uses_the_node_hostname() {
         .expect("remove");
 }
 
+/// critest names its pods `create-PodSandbox-for-container-<uuid>` (68
+/// bytes) and sends no hostname; the kernel takes at most 64 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_without_hostname_gets_the_nodes_and_a_bad_hostname_is_refused_early() {
+    let pierd = pierd_with_network().await;
+    let mut cri = pierd.cri().await.runtime;
+    let name = "create-PodSandbox-for-container-0a2b4c6d-8e0f-4a2b-9c4d-6e8f0a2b4c6d";
+    assert!(name.len() > 64);
+    let mut config = pod_config(name);
+    config.hostname.clear();
+    let id = run_pod(&mut cri, config).await;
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("node hostname");
+    let utsns = pierd.runroot().join("utsns").join(&id);
+    assert_eq!(
+        in_namespace("uts", &utsns, &["hostname"]).trim(),
+        node.trim()
+    );
+    let dir = pierd.runroot().join("sandboxes").join(&id);
+    let written = std::fs::read_to_string(dir.join("hostname")).expect("hostname");
+    assert_eq!(written.trim(), node.trim());
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .expect("stop");
+    cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .expect("remove");
+
+    for bad in [
+        "h".repeat(65),
+        "bad_host".into(),
+        "-lead".into(),
+        "a..b".into(),
+    ] {
+        let mut config = pod_config("badhost");
+        config.hostname = bad.clone();
+        let err = cri
+            .run_pod_sandbox(run_request(config))
+            .await
+            .expect_err(&bad);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err}");
+        assert!(err.message().contains("config.hostname"), "{err}");
+    }
+    let pods = cri
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "a refused pod left {pods:?}");
+    let sandboxes = std::fs::read_dir(pierd.runroot().join("sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(sandboxes, 0, "a refused pod left a sandbox dir");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaced_sysctls_are_applied_inside_the_pod() {
     let pierd = pierd_with_network().await;
