@@ -1,7 +1,5 @@
 //! The daemon's shared state, handed to every service.
 
-use std::sync::Arc;
-
 use pier_storage::{ContainerRecord, Database, DbError, ImageStore, SandboxRecord, SharedDatabase};
 
 use crate::config::Config;
@@ -42,15 +40,9 @@ impl Daemon {
         T: Send + 'static,
         F: FnOnce(&mut Database) -> Result<T, DbError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written
-            // (transactions roll back), so a poisoned lock is safe to reuse.
-            let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut db)
-        })
-        .await?
-        .map_err(Error::from)
+        pier_storage::with_db(&self.db, work)
+            .await?
+            .map_err(Error::from)
     }
 
     /// The sandbox with this id or unique id prefix.

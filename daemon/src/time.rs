@@ -1,9 +1,3 @@
-//! Timestamps as the CRI carries them: nanoseconds since the Unix epoch.
+//! Timestamps as the CRI carries them: one clock for daemon and storage.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+pub use pier_storage::time::now_ns;

@@ -174,7 +174,7 @@ pub async fn exchange_identity_token(
     let registry = remote.registry().to_owned();
     let unreachable = |e: reqwest::Error| PullError::Unreachable {
         registry: registry.clone(),
-        cause: crate::registry::error_chain(&e),
+        cause: crate::error::error_chain(&e),
     };
     let scheme = if plain_http { "http" } else { "https" };
     let probe = http

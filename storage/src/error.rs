@@ -155,3 +155,16 @@ impl ImageError {
         }
     }
 }
+
+/// An error and its sources, `outer: inner: innermost`: the HTTP client's
+/// errors say what failed only in their sources.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}

@@ -16,17 +16,20 @@ pub mod fsops;
 mod gc;
 mod image;
 mod layers;
+mod layout;
 mod manifest;
 mod overlay;
 mod reference;
 mod registry;
 mod rootfs;
 mod store;
+pub mod time;
 pub mod unpack;
 mod usage;
 
 pub use auth::Auth;
 pub use config::ImageConfig;
+pub use db::shared::{SharedDatabase, with_db};
 pub use db::{
     ContainerProgress, ContainerRecord, Database, DbError, ImageRecord, LayerRecord, SandboxRecord,
     migrations::SCHEMA_VERSION,
@@ -34,7 +37,8 @@ pub use db::{
 pub use endpoint::RegistryConfig;
 pub use error::{ErrorKind, ImageError, PullError};
 pub use image::{FsInfo, Image, Usage};
+pub use layout::ContainerDir;
 pub use manifest::Platform;
 pub use reference::{ImageRef, ImageSpec};
-pub use store::{ImageStore, SharedDatabase, StoreConfig};
+pub use store::{ImageStore, StoreConfig};
 pub use usage::tree_usage;

@@ -124,25 +124,14 @@ pub fn classify(
         OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
             PullError::Unreachable {
                 registry,
-                cause: error_chain(&e),
+                cause: crate::error::error_chain(&e),
             }
         }
         other => PullError::Registry {
             registry,
-            cause: error_chain(&other),
+            cause: crate::error::error_chain(&other),
         },
     }
-}
-
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }
 
 /// What a reference resolved to on one endpoint.

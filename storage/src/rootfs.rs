@@ -9,11 +9,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::MntFlags;
 
 use crate::error::ImageError;
+use crate::layout::{ContainerDir, containers_dir};
 use crate::overlay;
-
-pub fn containers_dir(root: &Path) -> PathBuf {
-    root.join("containers")
-}
 
 /// Prefix of container directories being deleted.
 const TRASH_PREFIX: &str = ".trash-";
@@ -23,20 +20,6 @@ fn rootfs_err(id: &str, cause: impl Into<String>) -> ImageError {
         container: id.to_owned(),
         cause: cause.into(),
     }
-}
-
-/// A container id becomes a directory name: nothing that could climb out.
-fn container_dir(root: &Path, id: &str) -> Result<PathBuf, ImageError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !ok {
-        return Err(rootfs_err(id, "invalid container id for a directory name"));
-    }
-    Ok(containers_dir(root).join(id))
 }
 
 /// Mount points (decoded) currently in this mount namespace.
@@ -78,8 +61,8 @@ fn is_mounted(path: &Path) -> io::Result<bool> {
 
 /// Mounts the rootfs of container `id` over `lower` (bottom layer first).
 pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageError> {
-    let dir = container_dir(root, id)?;
-    let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+    let dir = ContainerDir::new(root, id)?;
+    let (upper, work, merged) = (dir.upper(), dir.work(), dir.merged());
     for d in [&upper, &work, &merged] {
         fs::create_dir_all(d).map_err(|e| ImageError::io("create", d, e))?;
     }
@@ -89,7 +72,7 @@ pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageE
     let mut lower: Vec<PathBuf> = lower.iter().rev().cloned().collect();
     if lower.is_empty() {
         // overlayfs needs a lower layer; an image without layers gets an empty one.
-        let empty = dir.join("empty");
+        let empty = dir.empty_lower();
         fs::create_dir_all(&empty).map_err(|e| ImageError::io("create", &empty, e))?;
         lower.push(empty);
     }
@@ -115,7 +98,7 @@ pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageE
 
 /// Unmounts the rootfs of container `id` (every mount stacked there).
 pub fn unmount(root: &Path, id: &str) -> Result<(), ImageError> {
-    let merged = container_dir(root, id)?.join("merged");
+    let merged = ContainerDir::new(root, id)?.merged();
     unmount_path(&merged).map_err(|e| rootfs_err(id, format!("unmount {}: {e}", merged.display())))
 }
 
@@ -144,7 +127,7 @@ pub fn remove(root: &Path, id: &str) -> Result<(), ImageError> {
 /// or `None` if there was nothing. A crash before the deletion leaves a
 /// `.trash-` directory that the startup cleanup deletes.
 pub fn detach(root: &Path, id: &str) -> Result<Option<PathBuf>, ImageError> {
-    let dir = container_dir(root, id)?;
+    let dir = ContainerDir::new(root, id)?.path().to_owned();
     unmount(root, id)?;
     let trash = containers_dir(root).join(format!("{TRASH_PREFIX}{id}"));
     // A trash dir of the same id left by an earlier, interrupted removal.

@@ -3,27 +3,24 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::{RwLock, Semaphore};
 
 use crate::auth::Auth;
 use crate::config::ConfigFile;
+use crate::db::shared::{SharedDatabase, lock, with_db};
 use crate::db::{Database, DbError, ImageRecord, LayerRecord};
 use crate::digest::{self, Digest};
 use crate::endpoint::RegistryConfig;
 use crate::error::{ImageError, PullError};
-use crate::image::{FsInfo, Image};
+use crate::image::{FsInfo, Image, Usage};
 use crate::layers::{self, LayerDirs, LayerJob, Leases, PullState};
 use crate::manifest::{Manifest, Platform};
 use crate::reference::{ImageRef, ImageSpec};
 use crate::registry::{Session, Source};
 use crate::{blobs, gc, rootfs, usage};
-
-/// The database as the daemon shares it between its services: one
-/// connection, used from blocking threads.
-pub type SharedDatabase = Arc<Mutex<Database>>;
 
 /// Settings of the image store.
 #[derive(Debug, Clone)]
@@ -104,12 +101,12 @@ impl ImageStore {
             for dir in [
                 &inner.layers.root,
                 &inner.blobs.root,
-                &rootfs::containers_dir(&root),
+                &crate::layout::containers_dir(&root),
             ] {
                 std::fs::create_dir_all(dir).map_err(|e| ImageError::io("create", dir, e))?;
             }
             inner.blobs.create_dirs()?;
-            let db = lock_db(&inner.db);
+            let db = lock(&inner.db);
             gc::startup_cleanup(&root, &db, &inner.layers, &inner.blobs)
         })
         .await?;
@@ -125,8 +122,10 @@ impl ImageStore {
         &self,
         f: impl FnOnce(&mut Database) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, ImageError> {
-        let db = self.inner.db.clone();
-        blocking(move || Ok(f(&mut lock_db(&db))?)).await
+        with_db(&self.inner.db, f)
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))?
+            .map_err(ImageError::from)
     }
 
     /// Pulls `reference` (any form kubelet sends) and returns the image.
@@ -213,7 +212,7 @@ impl ImageStore {
                     size: config_desc.size + blobs.iter().map(|b| b.size).sum::<u64>(),
                     config: config_raw.to_vec(),
                     pinned: self.is_pinned(&id, &names),
-                    created_at: now_nanos(),
+                    created_at: crate::time::now_ns(),
                     names,
                     layers: chain.iter().map(ToString::to_string).collect(),
                 };
@@ -337,7 +336,7 @@ impl ImageStore {
             };
             write(&manifest_raw)?;
             write(&config_raw)?;
-            let mut db = lock_db(&inner.db);
+            let mut db = lock(&inner.db);
             for job in &jobs {
                 let size = match fresh.get(&job.chain_id) {
                     Some(size) => *size,
@@ -371,7 +370,7 @@ impl ImageStore {
         let result = blocking(move || {
             for job in &jobs {
                 inner.leases.release(&job.chain_id, || {
-                    let db = lock_db(&inner.db);
+                    let db = lock(&inner.db);
                     match db.layer_in_use(job.chain_id.as_str()) {
                         Ok(true) => {}
                         Ok(false) => {
@@ -481,7 +480,7 @@ impl ImageStore {
         let inner = self.inner.clone();
         let name = image.to_owned();
         blocking(move || {
-            let mut db = lock_db(&inner.db);
+            let mut db = lock(&inner.db);
             let users = db.containers_using_image(&found.id)?;
             if !users.is_empty() {
                 return Err(ImageError::InUse {
@@ -551,10 +550,11 @@ impl ImageStore {
         .await
     }
 
-    /// Unmounts a container's root filesystem and deletes its writable layer.
-    /// Idempotent. The mount is gone when this returns; the files are deleted
-    /// in the background, off the caller's path.
-    pub async fn remove_rootfs(&self, container_id: &str) -> Result<(), ImageError> {
+    /// Unmounts a container's root filesystem and deletes its whole folder
+    /// ([`ContainerDir`](crate::ContainerDir)): writable layer, bundle and
+    /// exit file. Idempotent. The mount is gone when this returns; the files
+    /// are deleted in the background, off the caller's path.
+    pub async fn remove_container_files(&self, container_id: &str) -> Result<(), ImageError> {
         let root = self.inner.config.root.clone();
         let id = container_id.to_owned();
         if let Some(trash) = blocking(move || rootfs::detach(&root, &id)).await? {
@@ -565,6 +565,14 @@ impl ImageStore {
             });
         }
         Ok(())
+    }
+
+    /// A container's writable layer and what it uses (ContainerStats). Walks
+    /// the layer: call it off the async workers for many containers.
+    pub fn writable_layer(&self, container_id: &str) -> Result<(PathBuf, Usage), ImageError> {
+        let upper = crate::ContainerDir::new(&self.inner.config.root, container_id)?.upper();
+        let usage = usage::tree_usage(&upper);
+        Ok((upper, usage))
     }
 
     /// Unmounts a container's root filesystem, keeping its writable layer.
@@ -583,21 +591,10 @@ impl std::fmt::Debug for ImageStore {
     }
 }
 
-fn lock_db(db: &Mutex<Database>) -> std::sync::MutexGuard<'_, Database> {
-    db.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
 ) -> Result<T, ImageError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ImageError::Task(e.to_string()))?
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }

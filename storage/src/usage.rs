@@ -8,7 +8,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::image::{FsInfo, Usage};
-use crate::rootfs;
 
 pub fn tree_usage(path: &Path) -> Usage {
     let mut usage = Usage {
@@ -53,13 +52,9 @@ pub fn fs_info(root: &Path) -> FsInfo {
     let mut seen = HashSet::new();
     add_tree(&root.join("blobs"), &mut images, &mut seen);
     add_tree(&root.join("layers"), &mut images, &mut seen);
-    let containers = tree_usage(&rootfs::containers_dir(root));
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default();
+    let containers = tree_usage(&crate::layout::containers_dir(root));
     FsInfo {
-        timestamp,
+        timestamp: crate::time::now_ns(),
         images,
         containers,
     }

@@ -122,10 +122,10 @@ async fn rootfs_overlays_the_layers_with_a_private_writable_layer() {
         t.store.create_rootfs("c1", &image.id).await.unwrap(),
         merged
     );
-    t.store.remove_rootfs("c1").await.unwrap();
+    t.store.remove_container_files("c1").await.unwrap();
     assert!(!is_mounted(&merged));
     assert!(!t.root().join("containers/c1").exists());
-    t.store.remove_rootfs("c1").await.unwrap();
+    t.store.remove_container_files("c1").await.unwrap();
 
     let err = t
         .store
@@ -184,7 +184,7 @@ async fn rootfs_of_two_hundred_layers_mounts_and_its_links_go_with_the_image() {
     assert_eq!(fs::read(merged.join("layers/0")).unwrap(), b"layer 0");
     assert_eq!(fs::read_dir(merged.join("layers")).unwrap().count(), 200);
 
-    t.store.remove_rootfs("tall").await.unwrap();
+    t.store.remove_container_files("tall").await.unwrap();
     t.db.lock().unwrap().delete_container("tall").unwrap();
     t.store.remove(&image.id).await.unwrap();
     assert!(t.layer_dirs().is_empty());
@@ -223,7 +223,7 @@ async fn restart_removes_leftover_mounts_and_partial_pulls_but_keeps_live_ones()
     assert!(common::list_dir(&t.root().join("blobs/tmp")).is_empty());
     assert!(!t.root().join("blobs/sha256").join("cd".repeat(32)).exists());
     assert!(t.store.status(&image.id).await.unwrap().is_some());
-    t.store.remove_rootfs("live").await.unwrap();
+    t.store.remove_container_files("live").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,5 +287,5 @@ async fn fs_info_counts_layers_and_writable_layers() {
         written.images.bytes, pulled.images.bytes,
         "the merged view is not counted"
     );
-    t.store.remove_rootfs("c1").await.unwrap();
+    t.store.remove_container_files("c1").await.unwrap();
 }

@@ -59,6 +59,24 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.root.join("pier.db")
     }
+
+    /// `<runroot>/containers/<id>`: the monitor's files (control socket, pid
+    /// files, the tmpfs copy of the exit file). What lives under the state
+    /// root is [`pier_storage::ContainerDir`]'s.
+    pub fn container_run_dir(&self, id: &str) -> PathBuf {
+        self.runroot.join("containers").join(id)
+    }
+
+    /// The OCI runtime's `--root` for the handler named `name`: its own
+    /// configured root, or one of pier's under the run root. Only pier's own
+    /// roots are pier's to sweep.
+    pub fn runtime_root(&self, name: &str, handler: &RuntimeHandler) -> (PathBuf, bool) {
+        if handler.root.as_os_str().is_empty() {
+            (self.runroot.join("runtime").join(name), true)
+        } else {
+            (handler.root.clone(), false)
+        }
+    }
 }
 
 /// pierd's own log output.

@@ -79,19 +79,15 @@ pub async fn create(
         .get(&handler_name)
         .cloned()
         .unwrap_or_default();
-    let runtime_root = if handler.root.as_os_str().is_empty() {
-        daemon.config.runroot.join("runtime").join(&handler_name)
-    } else {
-        handler.root.clone()
-    };
+    let (runtime_root, _) = daemon.config.runtime_root(&handler_name, &handler);
     let runtime_bin = crate::binaries::resolve(&handler.path).ok_or_else(|| {
         Error::FailedPrecondition(format!(
             "OCI runtime {} is not installed",
             handler.path.display()
         ))
     })?;
-    let state_dir = daemon.config.root.join("containers").join(&id);
-    let runtime_dir = daemon.config.runroot.join("containers").join(&id);
+    let state_dir = pier_storage::ContainerDir::new(&daemon.config.root, &id)?;
+    let runtime_dir = daemon.config.container_run_dir(&id);
     let sandbox_config = sandbox::config_of(&sandbox);
     let log_path = if sandbox_config.log_directory.is_empty() || config.log_path.is_empty() {
         runtime_dir.join("output.log")
@@ -99,9 +95,9 @@ pub async fn create(
         PathBuf::from(&sandbox_config.log_directory).join(&config.log_path)
     };
     let mut runtime = ContainerRuntime {
-        bundle: state_dir.join("bundle"),
+        bundle: state_dir.bundle(),
         runtime_dir: runtime_dir.clone(),
-        exit_dirs: vec![runtime_dir.clone(), state_dir.join("exit")],
+        exit_dirs: vec![runtime_dir.clone(), state_dir.exit()],
         log_path,
         runtime: runtime_bin,
         runtime_root,

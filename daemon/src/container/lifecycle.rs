@@ -176,19 +176,16 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
         .await;
     }
     let runtime_done = began.elapsed();
-    if let Err(e) = daemon.images.remove_rootfs(id).await {
-        tracing::warn!(container_id = %id, error = %e, "remove rootfs");
+    // Rootfs, writable layer, bundle and durable exit file: one folder.
+    if let Err(e) = daemon.images.remove_container_files(id).await {
+        tracing::warn!(container_id = %id, error = %e, "remove container files");
     }
     let rootfs_done = began.elapsed();
-    for dir in [
-        &runtime.runtime_dir,
-        &daemon.config.root.join("containers").join(id),
-    ] {
-        if let Err(e) = std::fs::remove_dir_all(dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(container_id = %id, dir = %dir.display(), error = %e, "remove container dir");
-        }
+    let dir = &runtime.runtime_dir;
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(container_id = %id, dir = %dir.display(), error = %e, "remove monitor dir");
     }
     let row = id.to_owned();
     if let Err(e) = daemon.db(move |db| db.delete_container(&row)).await {
@@ -346,12 +343,7 @@ async fn sweep_runtime_state(daemon: &Daemon) -> Result<(), Error> {
     let state_of: std::collections::HashMap<String, String> =
         containers.into_iter().map(|c| (c.id, c.state)).collect();
     for (name, handler) in &daemon.config.runtime.handlers {
-        let own_root = handler.root.as_os_str().is_empty();
-        let root = if own_root {
-            daemon.config.runroot.join("runtime").join(name)
-        } else {
-            handler.root.clone()
-        };
+        let (root, own_root) = daemon.config.runtime_root(name, handler);
         let (Ok(entries), Some(binary)) = (
             std::fs::read_dir(&root),
             crate::binaries::resolve(&handler.path),

@@ -114,13 +114,7 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
         Some((cpu, memory, v2)) => usage(&cpu, &memory, v2),
         None => (None, None),
     };
-    let upper = daemon
-        .config
-        .root
-        .join("containers")
-        .join(&record.id)
-        .join("upper");
-    let layer = pier_storage::tree_usage(&upper);
+    let (upper, layer) = daemon.images.writable_layer(&record.id).unwrap_or_default();
     ContainerStats {
         attributes: Some(ContainerAttributes {
             id: record.id.clone(),

@@ -5,6 +5,7 @@ mod error;
 mod images;
 pub mod migrations;
 mod sandboxes;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
