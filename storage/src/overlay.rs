@@ -159,12 +159,7 @@ fn mount_appending(
 /// shortest prefix of the layer's name no other layer's link holds.
 fn link_to(links: &Path, layer: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(links)?;
-    let name = layer
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for len in LINK_NAME_LENGTHS {
-        let link = links.join(&name[..len.min(name.len())]);
+    for link in link_candidates(links, layer) {
         match symlink(layer, &link) {
             Ok(()) => return Ok(link),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -181,14 +176,22 @@ fn link_to(links: &Path, layer: &Path) -> io::Result<PathBuf> {
     )))
 }
 
-/// Removes the links to `layer` (it is being deleted).
-pub fn unlink_layer(links: &Path, layer: &Path) {
+/// The names a link to `layer` may have, shortest first: prefixes of the
+/// layer's own name.
+fn link_candidates(links: &Path, layer: &Path) -> impl Iterator<Item = PathBuf> {
     let name = layer
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for len in LINK_NAME_LENGTHS {
-        let link = links.join(&name[..len.min(name.len())]);
+    let links = links.to_owned();
+    LINK_NAME_LENGTHS
+        .into_iter()
+        .map(move |len| links.join(&name[..len.min(name.len())]))
+}
+
+/// Removes the links to `layer` (it is being deleted).
+pub fn unlink_layer(links: &Path, layer: &Path) {
+    for link in link_candidates(links, layer) {
         if std::fs::read_link(&link).is_ok_and(|target| target == layer) {
             let _ = std::fs::remove_file(&link);
         }
