@@ -4,6 +4,7 @@
 
 pub mod bins;
 pub mod client;
+pub mod cri_tools;
 pub mod image;
 pub mod native;
 pub mod pierd;
