@@ -5,6 +5,7 @@
 pub mod bins;
 pub mod client;
 pub mod cri_tools;
+pub mod critest_mirror;
 pub mod image;
 pub mod native;
 pub mod pierd;

@@ -8,7 +8,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pier_tests::cri_tools::{self, CritestMirror};
+use pier_tests::cri_tools;
+use pier_tests::critest_mirror::CritestMirror;
 use pier_tests::{Pierd, PierdOptions, TestNetwork};
 
 /// critest v1.26.1 runs 79 of its 85 specs on Linux without AppArmor and
