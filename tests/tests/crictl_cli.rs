@@ -156,7 +156,7 @@ async fn crictl_takes_an_image_and_a_pod_through_every_command() {
 /// ListPodSandboxStats (only its containers' stats), and crictl's `statsp`
 /// leaves a pod with neither out of its table: the pod is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pierd bug: no pod-level CPU and memory for a pod without a cgroup parent"]
+
 async fn crictl_statsp_lists_a_pod_run_without_a_cgroup_parent() {
     let Some(operator) = Operator::setup().await else {
         return;

@@ -180,7 +180,7 @@ fn pod_stats(
     containers: &[(ContainerRecord, ContainerConfig)],
 ) -> PodSandboxStats {
     let config = crate::sandbox::config_of(record);
-    let containers = containers
+    let containers: Vec<ContainerStats> = containers
         .iter()
         .filter(|(c, _)| c.sandbox_id == record.id)
         .map(|(c, _)| container_stats(daemon, c))
@@ -190,7 +190,10 @@ fn pod_stats(
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
-    let (cpu, memory) = pod_usage(&parent);
+    let (cpu, memory) = match pod_usage(&parent) {
+        (None, None) => summed_usage(&containers),
+        usage => usage,
+    };
     PodSandboxStats {
         attributes: Some(PodSandboxAttributes {
             id: record.id.clone(),
@@ -207,6 +210,43 @@ fn pod_stats(
         }),
         windows: None,
     }
+}
+
+/// A pod without a cgroup of its own (no cgroup parent, as crictl's and
+/// critest's pods come): the sum of its containers' usage, which is what the
+/// pod's cgroup would hold. crictl leaves out a pod whose usage is missing.
+fn summed_usage(containers: &[ContainerStats]) -> (Option<CpuUsage>, Option<MemoryUsage>) {
+    fn add(total: &mut Option<UInt64Value>, part: &Option<UInt64Value>) {
+        if let Some(part) = part {
+            total.get_or_insert_default().value += part.value;
+        }
+    }
+    let timestamp = crate::time::now_ns();
+    let mut cpu: Option<CpuUsage> = None;
+    let mut memory: Option<MemoryUsage> = None;
+    for stats in containers {
+        if let Some(part) = &stats.cpu {
+            let total = cpu.get_or_insert_with(|| CpuUsage {
+                timestamp,
+                ..Default::default()
+            });
+            add(&mut total.usage_core_nano_seconds, &part.usage_core_nano_seconds);
+            add(&mut total.usage_nano_cores, &part.usage_nano_cores);
+        }
+        if let Some(part) = &stats.memory {
+            let total = memory.get_or_insert_with(|| MemoryUsage {
+                timestamp,
+                ..Default::default()
+            });
+            add(&mut total.working_set_bytes, &part.working_set_bytes);
+            add(&mut total.available_bytes, &part.available_bytes);
+            add(&mut total.usage_bytes, &part.usage_bytes);
+            add(&mut total.rss_bytes, &part.rss_bytes);
+            add(&mut total.page_faults, &part.page_faults);
+            add(&mut total.major_page_faults, &part.major_page_faults);
+        }
+    }
+    (cpu, memory)
 }
 
 /// Usage of a pod's cgroup parent (cgroupfs layout), if it exists.
