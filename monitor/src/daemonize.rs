@@ -17,13 +17,13 @@ pub enum DaemonizeError {
     #[error("start gate fd {0}: closed before the start byte (daemon gone)")]
     GateClosed(RawFd),
     #[error("fork: {0}")]
-    Fork(nix::Error),
+    Fork(#[source] nix::Error),
     #[error("setsid: {0}")]
-    Setsid(nix::Error),
+    Setsid(#[source] nix::Error),
     #[error("cannot become child subreaper: {0}")]
-    Subreaper(io::Error),
+    Subreaper(#[source] io::Error),
     #[error("cannot block signals: {0}")]
-    Signals(nix::Error),
+    Signals(#[source] nix::Error),
 }
 
 /// Block until the daemon writes one byte on the gate fd: it first moves us

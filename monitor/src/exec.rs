@@ -16,25 +16,39 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pier_proto::args::MonitorArgs;
+use pier_proto::monitor::{Exec, ExecResult};
+use pier_proto::{EXEC_OUTPUT_MAX, attach, files, proc_stat};
+
+use crate::control::Conn;
+use crate::terminal::ConsoleSocket;
+use crate::{runtime, sys};
 
 /// How long past an exec's deadline the kill waits for runc's pid file.
 const PIDFILE_GRACE: Duration = Duration::from_secs(5);
 /// How often it looks in the meantime.
 const PIDFILE_RECHECK: Duration = Duration::from_millis(10);
-use nix::unistd::Pid;
-use pier_proto::EXEC_OUTPUT_MAX;
-use pier_proto::attach;
-use pier_proto::monitor::{Exec, ExecResult};
-
-use crate::args::Config;
-use crate::control::Conn;
-use crate::terminal::ConsoleSocket;
-use crate::{runtime, sys};
-
 /// How long runc may take to hand over the pty of a tty exec.
 const CONSOLE_WAIT: Duration = Duration::from_secs(10);
 /// Stdin bytes held for a process that does not read.
 pub const STDIN_PENDING_MAX: usize = 1 << 20;
+
+/// Why an exec could not be started; its text is the `error` response.
+/// The runtime's own text is kept whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("exec: empty argv")]
+    EmptyArgv,
+    #[error("exec: pipe: {0}")]
+    Pipe(#[source] io::Error),
+    #[error("exec: console socket {}: {source}", path.display())]
+    ConsoleSocket { path: PathBuf, source: io::Error },
+    #[error("exec: cannot run runtime {}: {source}", runtime.display())]
+    Spawn { runtime: PathBuf, source: io::Error },
+    #[error("exec: runtime sent no terminal: {stderr}")]
+    NoTerminal { stderr: String },
+}
 
 pub struct ExecSession {
     pub id: u64,
@@ -63,19 +77,23 @@ pub struct ExecSession {
 }
 
 impl ExecSession {
-    pub fn start(cfg: &Config, id: u64, conn: u64, req: &Exec) -> Result<Self, String> {
+    pub fn start(cfg: &MonitorArgs, id: u64, conn: u64, req: &Exec) -> Result<Self, ExecError> {
         if req.argv.is_empty() {
-            return Err("exec: empty argv".into());
+            return Err(ExecError::EmptyArgv);
         }
         let tty = req.stream && req.tty;
-        let pidfile = cfg.runtime_dir.join(format!("exec-{id}.pid"));
+        let pidfile = cfg.runtime_dir.join(files::exec_pid(id));
+        let console_path = cfg.runtime_dir.join(files::exec_console_socket(id));
+        let console_error = |source| ExecError::ConsoleSocket {
+            path: console_path.clone(),
+            source,
+        };
         let console = if tty {
-            let path = cfg.runtime_dir.join(format!("exec-{id}.sock"));
-            Some(ConsoleSocket::bind(&path).map_err(|e| format!("exec: console socket: {e}"))?)
+            Some(ConsoleSocket::bind(&console_path).map_err(console_error)?)
         } else {
             None
         };
-        let pipe = || io::pipe().map_err(|e| format!("exec: pipe: {e}"));
+        let pipe = || io::pipe().map_err(ExecError::Pipe);
         let (err_r, err_w) = pipe()?;
         let mut cmd = runtime::exec_command(
             cfg,
@@ -100,9 +118,10 @@ impl ExecSession {
                 cmd.stdin(Stdio::null());
             }
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("exec: cannot run runtime: {e}"))?;
+        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            runtime: cfg.runtime.clone(),
+            source,
+        })?;
         drop(cmd);
         let stderr = File::from(OwnedFd::from(err_r));
         let (mut pty, mut early_exit) = (None, None);
@@ -114,7 +133,7 @@ impl ExecSession {
                 match sock.try_receive() {
                     Ok(Some(m)) => break File::from(m),
                     Ok(None) => {}
-                    Err(e) => return Err(format!("exec: console socket: {e}")),
+                    Err(e) => return Err(console_error(e)),
                 }
                 let exited = match child.try_wait() {
                     Ok(Some(st)) => Some(st),
@@ -134,7 +153,8 @@ impl ExecSession {
                     let mut text = String::new();
                     let _ = sys::set_nonblocking(&stderr);
                     let _ = (&stderr).take(64 << 10).read_to_string(&mut text);
-                    return Err(format!("exec: runtime sent no terminal: {}", text.trim()));
+                    let stderr = text.trim().to_owned();
+                    return Err(ExecError::NoTerminal { stderr });
                 }
                 std::thread::sleep(Duration::from_millis(2));
             };
@@ -154,7 +174,7 @@ impl ExecSession {
         }
         let deadline =
             (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
-        Ok::<_, String>(Self {
+        let mut session = Self {
             id,
             conn,
             stream: req.stream,
@@ -174,14 +194,12 @@ impl ExecSession {
             timed_out: false,
             pidfile,
             exit_code: None,
-        })
-        .map(|mut session| {
-            // runc was reaped here, not by the event loop.
-            if let Some(code) = early_exit {
-                session.on_runtime_exit(code);
-            }
-            session
-        })
+        };
+        // runc was reaped here, not by the event loop.
+        if let Some(code) = early_exit {
+            session.on_runtime_exit(code);
+        }
+        Ok(session)
     }
 
     /// Read what is available on one of the pipes: kept (collect mode) or
@@ -228,22 +246,9 @@ impl ExecSession {
 
     /// Write pending stdin without blocking.
     pub fn feed_stdin(&mut self) {
-        let Some(f) = self.stdin.as_mut() else {
-            self.stdin_pending.clear();
-            return;
-        };
-        match crate::sys::write_pending(f, &mut self.stdin_pending) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(_) => {
-                self.stdin = None;
-                self.stdin_pending = Vec::new();
-                return;
-            }
-        }
-        if self.stdin_close && self.pty.is_none() {
-            self.stdin = None;
-        }
+        // A process that closed its stdin is its own business: no diagnostic.
+        let close = self.stdin_close && self.pty.is_none();
+        let _ = sys::feed_stdin(&mut self.stdin, &mut self.stdin_pending, close);
     }
 
     /// The streaming client went away: close the process's side of the
@@ -314,7 +319,7 @@ impl ExecSession {
         let pid = std::fs::read_to_string(&self.pidfile).map(|s| s.trim().parse::<i32>());
         if let Ok(Ok(pid)) = pid {
             let me = std::process::id() as i32;
-            if sys::parent_pid(pid).is_some_and(|pp| pp == self.runc_pid || pp == me) {
+            if proc_stat::parent_pid(pid).is_some_and(|pp| pp == self.runc_pid || pp == me) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }

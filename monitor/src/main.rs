@@ -6,12 +6,15 @@
 #![deny(unsafe_code)]
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::fd::FromRawFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
+use pier_proto::args::{ArgsError, MonitorArgs, USAGE};
 use pier_proto::monitor::{Created, SyncResult, sync_result::Result as SyncKind};
+use pier_proto::{files, proc_stat};
 use prost::Message;
 
 static DIAG_PREFIX: OnceLock<String> = OnceLock::new();
@@ -27,7 +30,6 @@ macro_rules! diag {
 }
 pub(crate) use diag;
 
-mod args;
 mod child_reaper;
 mod control;
 mod cri_log;
@@ -42,13 +44,13 @@ mod timestamp;
 
 fn main() -> ExitCode {
     sys::tune_malloc();
-    let cfg = match args::parse(std::env::args_os()) {
-        Ok(args::Command::Run(cfg)) => cfg,
-        Ok(args::Command::Help) => {
-            println!("{}", args::USAGE);
+    let args = match MonitorArgs::parse(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(ArgsError::Help) => {
+            println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Ok(args::Command::Version) => {
+        Err(ArgsError::Version) => {
             println!("pier-monitor {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
@@ -57,11 +59,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _ = DIAG_PREFIX.set(format!("pier-monitor[{}]", cfg.id));
-    ExitCode::from(run(*cfg))
+    let _ = DIAG_PREFIX.set(format!("pier-monitor[{}]", args.id));
+    ExitCode::from(run(args))
 }
 
-fn run(cfg: args::Config) -> u8 {
+fn run(cfg: MonitorArgs) -> u8 {
     if let Some(fd) = cfg.start_gate_fd
         && let Err(e) = daemonize::wait_gate(fd)
     {
@@ -107,7 +109,8 @@ fn run(cfg: args::Config) -> u8 {
         }
         Err(e) => {
             diag!("{e}");
-            report(SyncKind::Error(e));
+            // The runtime's own text is in the message: the daemon shows it.
+            report(SyncKind::Error(e.to_string()));
             // Reap whatever the runtime left, so no zombie remains.
             child_reaper::reap_all(|_, _| {});
             1
@@ -115,35 +118,70 @@ fn run(cfg: args::Config) -> u8 {
     }
 }
 
+/// Why the monitor could not get as far as a created container.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("bundle {}: no config.json", .0.display())]
+    NoConfig(PathBuf),
+    #[error("runtime dir {}: {source}", path.display())]
+    RuntimeDir { path: PathBuf, source: io::Error },
+    #[error("exit dir {}: {source}", path.display())]
+    ExitDir { path: PathBuf, source: io::Error },
+    #[error("log file {}: {source}", path.display())]
+    LogFile { path: PathBuf, source: io::Error },
+    #[error("control socket {}: {source}", path.display())]
+    ControlSocket { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Runtime(#[from] runtime::CreateError),
+    #[error("monitor setup: {0}")]
+    Setup(#[source] io::Error),
+}
+
 /// Everything up to a created container and a listening control socket.
-fn start(cfg: &args::Config) -> Result<(server::Server, Created), String> {
+fn start(cfg: &MonitorArgs) -> Result<(server::Server, Created), StartError> {
     if !cfg.bundle.join("config.json").is_file() {
-        return Err(format!("bundle {}: no config.json", cfg.bundle.display()));
+        return Err(StartError::NoConfig(cfg.bundle.clone()));
     }
-    std::fs::create_dir_all(&cfg.runtime_dir)
-        .map_err(|e| format!("runtime dir {}: {e}", cfg.runtime_dir.display()))?;
+    std::fs::create_dir_all(&cfg.runtime_dir).map_err(|source| StartError::RuntimeDir {
+        path: cfg.runtime_dir.clone(),
+        source,
+    })?;
     for dir in &cfg.exit_dirs {
-        std::fs::create_dir_all(dir).map_err(|e| format!("exit dir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::ExitDir {
+            path: dir.clone(),
+            source,
+        })?;
     }
-    let log = cri_log::CriLog::open(&cfg.log_path, cfg.max_line, cfg.max_size)
-        .map_err(|e| format!("log file {}: {e}", cfg.log_path.display()))?;
-    let socket_path = cfg.runtime_dir.join(pier_proto::CONTROL_SOCKET);
+    // A record needs room for at least one byte of content.
+    let max_line = usize::try_from(cfg.log_max_line.max(1)).unwrap_or(usize::MAX);
+    let log =
+        cri_log::CriLog::open(&cfg.log_path, max_line, cfg.log_max_size).map_err(|source| {
+            StartError::LogFile {
+                path: cfg.log_path.clone(),
+                source,
+            }
+        })?;
+    let socket_path = cfg.runtime_dir.join(files::CONTROL_SOCKET);
     let _ = std::fs::remove_file(&socket_path);
-    let listener = pier_proto::socket_path::bind(&socket_path)
-        .map_err(|e| format!("control socket {}: {e}", socket_path.display()))?;
+    let listener = pier_proto::socket_path::bind(&socket_path).map_err(|source| {
+        StartError::ControlSocket {
+            path: socket_path.clone(),
+            source,
+        }
+    })?;
     let created = runtime::create(cfg)?;
     let me = std::process::id() as i32;
     let ident = server::Identity {
         pid: created.pid,
-        start_time: sys::process_start_time(created.pid).unwrap_or(0),
+        start_time: proc_stat::start_time(created.pid).unwrap_or(0),
         monitor_pid: me,
-        monitor_start_time: sys::process_start_time(me).unwrap_or(0),
+        monitor_start_time: proc_stat::start_time(me).unwrap_or(0),
     };
     // A second record of our identity, for a daemon that died before it
     // read the sync message.
     let _ = std::fs::write(
-        cfg.runtime_dir.join("monitor.pid"),
-        format!("{} {}\n", ident.monitor_pid, ident.monitor_start_time),
+        cfg.runtime_dir.join(files::MONITOR_PID),
+        files::monitor_pid_content(ident.monitor_pid, ident.monitor_start_time),
     );
     let server = server::Server::new(
         cfg.clone(),
@@ -155,7 +193,7 @@ fn start(cfg: &args::Config) -> Result<(server::Server, Created), String> {
     )
     .map_err(|e| {
         runtime::delete_force(cfg);
-        format!("monitor setup: {e}")
+        StartError::Setup(e)
     })?;
     let msg = Created {
         pid: ident.pid,

@@ -7,16 +7,44 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::args::Config;
+use pier_proto::args::MonitorArgs;
+use pier_proto::files;
+
 use crate::sys;
 use crate::terminal::ConsoleSocket;
 
 /// A runtime that hangs in create must not hang the monitor (and the
 /// daemon waiting on the sync fd) forever; CRI-O's default is the same.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Why `runc create` did not give us a container. The runtime's own error
+/// text is kept whole: the daemon shows it to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("pipe: {0}")]
+    Pipe(#[source] io::Error),
+    #[error("console socket {}: {source}", path.display())]
+    ConsoleSocket { path: PathBuf, source: io::Error },
+    #[error("cannot run runtime {}: {source}", runtime.display())]
+    Spawn { runtime: PathBuf, source: io::Error },
+    #[error("waiting for runtime: {0}")]
+    Wait(#[source] io::Error),
+    #[error("runtime create timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("runtime create failed ({status}): {stderr}")]
+    Failed { status: ExitStatus, stderr: String },
+    #[error("runtime pid file {}: {source}", path.display())]
+    PidFile { path: PathBuf, source: io::Error },
+    #[error("runtime pid file {}: no pid in {content:?}", path.display())]
+    NoPid { path: PathBuf, content: String },
+    #[error("runtime created a terminal container but sent no pty master")]
+    NoPtyMaster,
+    #[error("dup pty: {0}")]
+    DupPty(#[source] io::Error),
+}
 
 /// What `runc create` left us: the container's init and its stdio.
 pub struct Created {
@@ -32,18 +60,18 @@ pub struct Created {
 }
 
 /// The container pid file runc writes.
-pub fn pid_file(cfg: &Config) -> PathBuf {
-    cfg.runtime_dir.join("container.pid")
+pub fn pid_file(cfg: &MonitorArgs) -> PathBuf {
+    cfg.runtime_dir.join(files::CONTAINER_PID)
 }
 
-fn runtime(cfg: &Config) -> Command {
+fn runtime(cfg: &MonitorArgs) -> Command {
     let mut cmd = Command::new(&cfg.runtime);
     cmd.args(&cfg.runtime_args);
     cmd
 }
 
 /// Run `runc create`. On failure the error is the runtime's own text.
-pub fn create(cfg: &Config) -> Result<Created, String> {
+pub fn create(cfg: &MonitorArgs) -> Result<Created, CreateError> {
     let pidfile = pid_file(cfg);
     let _ = std::fs::remove_file(&pidfile);
     let mut cmd = runtime(cfg);
@@ -52,24 +80,24 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
         .arg(&cfg.bundle)
         .arg("--pid-file")
         .arg(&pidfile);
-    let io = |what: &str, e: io::Error| format!("{what}: {e}");
     // runc's own error text arrives on this pipe in both modes.
-    let (err_r, err_w) = io::pipe().map_err(|e| io("pipe", e))?;
+    let (err_r, err_w) = io::pipe().map_err(CreateError::Pipe)?;
     let (mut stdin_keep, mut stdout_keep, mut console) = (None, None, None);
     if cfg.terminal {
-        let sock = ConsoleSocket::bind(&cfg.runtime_dir.join("console.sock"))
-            .map_err(|e| io("console socket", e))?;
+        let path = cfg.runtime_dir.join(files::CONSOLE_SOCKET);
+        let sock = ConsoleSocket::bind(&path)
+            .map_err(|source| CreateError::ConsoleSocket { path, source })?;
         cmd.arg("--console-socket").arg(sock.path());
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         console = Some(sock);
     } else {
-        let (out_r, out_w) = io::pipe().map_err(|e| io("pipe", e))?;
+        let (out_r, out_w) = io::pipe().map_err(CreateError::Pipe)?;
         sys::grow_pipe(&out_r, 1 << 20);
         sys::grow_pipe(&err_r, 1 << 20);
         cmd.stdout(out_w);
         stdout_keep = Some(File::from(OwnedFd::from(out_r)));
         if cfg.stdin {
-            let (in_r, in_w) = io::pipe().map_err(|e| io("pipe", e))?;
+            let (in_r, in_w) = io::pipe().map_err(CreateError::Pipe)?;
             cmd.stdin(in_r);
             stdin_keep = Some(File::from(OwnedFd::from(in_w)));
         } else {
@@ -78,9 +106,10 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
     }
     cmd.stderr(err_w);
     cmd.arg(&cfg.id);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run runtime {}: {e}", cfg.runtime.display()))?;
+    let mut child = cmd.spawn().map_err(|source| CreateError::Spawn {
+        runtime: cfg.runtime.clone(),
+        source,
+    })?;
     // Our copies of the child's ends must close, or EOF never comes.
     drop(cmd);
     let mut err_r = File::from(OwnedFd::from(err_r));
@@ -103,12 +132,12 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
                 let _ = child.kill();
                 let _ = child.wait();
                 delete_force(cfg);
-                return Err(format!("runtime create timed out after {CREATE_TIMEOUT:?}"));
+                return Err(CreateError::Timeout(CREATE_TIMEOUT));
             }
             Ok(None) => {
                 std::thread::sleep(Duration::from_millis(if console.is_some() { 5 } else { 2 }))
             }
-            Err(e) => return Err(format!("waiting for runtime: {e}")),
+            Err(e) => return Err(CreateError::Wait(e)),
         }
     };
     if let (Some(sock), None) = (&console, &master) {
@@ -117,9 +146,9 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
     let mut errtext = Vec::new();
     let _ = err_r.by_ref().take(64 << 10).read_to_end(&mut errtext);
     if !status.success() {
-        let text = String::from_utf8_lossy(&errtext).trim().to_owned();
+        let stderr = String::from_utf8_lossy(&errtext).trim().to_owned();
         delete_force(cfg);
-        return Err(format!("runtime create failed ({status}): {text}"));
+        return Err(CreateError::Failed { status, stderr });
     }
     if !errtext.is_empty() {
         crate::diag!(
@@ -127,17 +156,19 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
             String::from_utf8_lossy(&errtext).trim()
         );
     }
-    let pid = match std::fs::read_to_string(&pidfile).map(|s| s.trim().parse::<i32>()) {
-        Ok(Ok(pid)) if pid > 0 => pid,
-        other => {
+    let pid = match read_pid_file(&pidfile) {
+        Ok(pid) => pid,
+        Err(e) => {
             delete_force(cfg);
-            return Err(format!("runtime pid file {}: {other:?}", pidfile.display()));
+            return Err(e);
         }
     };
-    if cfg.terminal {
+    // Without a terminal the container's stdout is our pipe; with one, the
+    // pty master runc sent.
+    let Some(stdout) = stdout_keep else {
         let Some(master) = master else {
             delete_force(cfg);
-            return Err("runtime created a terminal container but sent no pty master".into());
+            return Err(CreateError::NoPtyMaster);
         };
         let master = File::from(master);
         let stdin = if cfg.stdin {
@@ -145,7 +176,7 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
         } else {
             None
         };
-        let pty = master.try_clone().map_err(|e| io("dup pty", e))?;
+        let pty = master.try_clone().map_err(CreateError::DupPty)?;
         return Ok(Created {
             pid,
             stdout: master,
@@ -153,8 +184,7 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
             stdin,
             pty: Some(pty),
         });
-    }
-    let stdout = stdout_keep.ok_or("stdout pipe missing")?;
+    };
     Ok(Created {
         pid,
         stdout,
@@ -164,9 +194,24 @@ pub fn create(cfg: &Config) -> Result<Created, String> {
     })
 }
 
+/// The container's init pid, as the runtime wrote it.
+fn read_pid_file(path: &Path) -> Result<i32, CreateError> {
+    let content = std::fs::read_to_string(path).map_err(|source| CreateError::PidFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    match content.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(CreateError::NoPid {
+            path: path.to_owned(),
+            content,
+        }),
+    }
+}
+
 /// `runc delete --force`: removes a half-created container and kills any
 /// process it has, so a failed create leaves nothing behind.
-pub fn delete_force(cfg: &Config) {
+pub fn delete_force(cfg: &MonitorArgs) {
     let _ = runtime(cfg)
         .args(["delete", "--force"])
         .arg(&cfg.id)
@@ -178,7 +223,7 @@ pub fn delete_force(cfg: &Config) {
 
 /// The `runc exec` command for an exec request; stdio is the caller's.
 pub fn exec_command(
-    cfg: &Config,
+    cfg: &MonitorArgs,
     pidfile: &Path,
     console: Option<&Path>,
     argv: &[String],

@@ -3,6 +3,7 @@
 //! fork or an fd receive lives here.
 #![allow(unsafe_code)]
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -133,27 +134,6 @@ pub fn stdio_to_devnull() {
     }
 }
 
-/// Start time of a process: field 22 of /proc/<pid>/stat, clock ticks since
-/// boot. Fields are counted after the last ')' since comm may contain spaces.
-pub fn process_start_time(pid: i32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_start_time(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/<pid>/stat"))
-}
-
-/// Parent pid of a process (field 4 of /proc/<pid>/stat).
-pub fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After ')' come fields 3.. ; field 22 is the 20th of them.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
-}
-
 /// Writes as much of `pending` as the nonblocking `out` takes now, draining
 /// what was written. `Ok(true)`: all written; `Ok(false)`: `out` is full,
 /// try again when it is writable; `Err`: `out` is unusable.
@@ -172,15 +152,37 @@ pub fn write_pending(out: &mut impl io::Write, pending: &mut Vec<u8>) -> io::Res
     Ok(true)
 }
 
+/// Feeds a process's stdin from `pending` without blocking. On a write
+/// error `stdin` is closed and the error returned; once all is written it is
+/// closed if `close_when_done` (the client's stdin close). Without `stdin`
+/// the bytes are dropped.
+pub fn feed_stdin(
+    stdin: &mut Option<File>,
+    pending: &mut Vec<u8>,
+    close_when_done: bool,
+) -> io::Result<()> {
+    let Some(f) = stdin.as_mut() else {
+        pending.clear();
+        return Ok(());
+    };
+    match write_pending(f, pending) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => {
+            *stdin = None;
+            *pending = Vec::new();
+            return Err(e);
+        }
+    }
+    if close_when_done {
+        *stdin = None;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_is_field_22_even_with_spaces_in_comm() {
-        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2";
-        assert_eq!(parse_start_time(stat), Some(987654));
-    }
 
     #[test]
     fn memchr_finds_first_match() {

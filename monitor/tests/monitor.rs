@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{Container, Opts, parse_log, reassemble};
-use pier_proto::attach;
+use pier_proto::{attach, files};
 
 const EXIT_WAIT: Duration = Duration::from_secs(30);
 /// Debug build; the release build is measured by contrib/bench/monitor.
@@ -223,8 +223,8 @@ fn launcher_killed_mid_run_loses_nothing() {
     let mut fake = fake;
     let _ = fake.wait();
     // The monitor's stderr now leads nowhere: make it write there.
-    let mut raw =
-        std::os::unix::net::UnixStream::connect(c.run_dir.join("monitor.sock")).expect("connect");
+    let mut raw = std::os::unix::net::UnixStream::connect(c.run_dir.join(files::CONTROL_SOCKET))
+        .expect("connect");
     let _ = raw.write_all(&[0xff; 12]);
     drop(raw);
     let before = c.log().len();
@@ -238,7 +238,8 @@ fn launcher_killed_mid_run_loses_nothing() {
     let st = c.client().status().expect("status after the launcher died");
     assert!(st.running);
     assert_eq!(st.pid, c.created_pid());
-    let recorded = std::fs::read_to_string(c.run_dir.join("monitor.pid")).expect("monitor.pid");
+    let recorded =
+        std::fs::read_to_string(c.run_dir.join(files::MONITOR_PID)).expect("monitor.pid");
     assert_eq!(
         recorded,
         format!("{} {}\n", st.monitor_pid, st.monitor_start_time)
@@ -255,7 +256,7 @@ fn launcher_killed_mid_run_loses_nothing() {
 #[test]
 fn garbage_and_half_messages_close_only_that_client() {
     let c = Container::create("garbage", Opts::sh("sleep 1000"));
-    let sock = c.run_dir.join("monitor.sock");
+    let sock = c.run_dir.join(files::CONTROL_SOCKET);
     for junk in [
         &[0xffu8; 16][..],
         &[0x05, 0x0a][..],

@@ -24,8 +24,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub const FILE_NAME: &str = "exit";
-const TEMP_NAME: &str = ".exit.tmp";
+use crate::files::{EXIT, EXIT_TEMP};
+
 const VERSION_LINE: &str = "pier-exit-v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +81,12 @@ impl ExitStatus {
 
 /// Path of the exit file in `dir`.
 pub fn path_in(dir: &Path) -> PathBuf {
-    dir.join(FILE_NAME)
+    dir.join(EXIT)
 }
 
 /// Write the exit file into `dir` atomically and durably.
 pub fn write(dir: &Path, status: &ExitStatus) -> Result<(), ExitFileError> {
-    let tmp = dir.join(TEMP_NAME);
+    let tmp = dir.join(EXIT_TEMP);
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExitFileError::Io { path, source }
@@ -137,7 +137,7 @@ mod tests {
         };
         write(dir.path(), &st).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read(dir.path()).ok().flatten(), Some(st));
-        assert!(!dir.path().join(TEMP_NAME).exists());
+        assert!(!dir.path().join(EXIT_TEMP).exists());
     }
 
     #[test]
@@ -148,10 +148,7 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(
-            err.contains("exit file") && err.contains(FILE_NAME),
-            "{err}"
-        );
+        assert!(err.contains("exit file") && err.contains(EXIT), "{err}");
     }
 
     #[test]

@@ -3,16 +3,20 @@
 //!
 //! Besides the generated types this crate holds everything both sides must
 //! agree on byte for byte: the exit file format ([`exit_file`]), the attach
-//! framing ([`attach`]), the message framing ([`framing`]) and a blocking
-//! client for the control socket ([`client`]), so the daemon never
-//! reimplements any of it.
+//! framing ([`attach`]), the message framing ([`framing`]), the monitor's
+//! command line ([`args`]) and file names ([`files`]), the reading of a
+//! process's identity ([`proc_stat`]) and a blocking client for the control
+//! socket ([`client`]), so the daemon never reimplements any of it.
 
 #![deny(unsafe_code)]
 
+pub mod args;
 pub mod attach;
 pub mod client;
 pub mod exit_file;
+pub mod files;
 pub mod framing;
+pub mod proc_stat;
 pub mod socket_path;
 
 /// Generated from `monitor.proto`.
@@ -21,7 +25,7 @@ pub mod monitor {
 }
 
 /// File name of the control socket inside the monitor's runtime dir.
-pub const CONTROL_SOCKET: &str = "monitor.sock";
+pub use files::CONTROL_SOCKET;
 
 /// Cap on exec output (stdout and stderr together); CVE-2022-1708 is what
 /// happens without one.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_cri::v1::{CreateContainerRequest, NamespaceMode};
+use pier_proto::args::MonitorArgs;
 use pier_storage::ContainerRecord;
 use prost::Message;
 
@@ -227,17 +228,21 @@ async fn set_up(
     let logs = &daemon.config.container_logs;
     let launch = Launch {
         monitor,
-        id: id.to_owned(),
-        bundle: runtime.bundle.clone(),
-        runtime: runtime.runtime.clone(),
-        runtime_root: runtime.runtime_root.clone(),
-        log_path: runtime.log_path.clone(),
-        exit_dirs: runtime.exit_dirs.clone(),
-        runtime_dir: runtime.runtime_dir.clone(),
-        terminal: config.tty,
-        stdin: config.stdin,
-        max_line: logs.max_line_size,
-        max_size: logs.max_file_size,
+        args: MonitorArgs {
+            id: id.to_owned(),
+            bundle: runtime.bundle.clone(),
+            runtime: runtime.runtime.clone(),
+            runtime_args: vec!["--root".into(), runtime.runtime_root.clone().into()],
+            log_path: runtime.log_path.clone(),
+            exit_dirs: runtime.exit_dirs.clone(),
+            runtime_dir: runtime.runtime_dir.clone(),
+            terminal: config.tty,
+            stdin: config.stdin,
+            sync_fd: None,
+            start_gate_fd: None,
+            log_max_line: logs.max_line_size,
+            log_max_size: logs.max_file_size,
+        },
     };
     let created = tokio::task::spawn_blocking(move || launch::launch(&launch)).await??;
     runtime.pid = created.pid;

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1::ContainerEventType;
 use pier_proto::exit_file::{self, ExitStatus};
+use pier_proto::files;
+use pier_proto::proc_stat::start_time;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -51,18 +53,6 @@ impl ExitWatch {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
-}
-
-/// Start time (clock ticks since boot, field 22 of /proc/<pid>/stat).
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: count from the last ')'.
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
 }
 
 /// A pidfd for the process (pid, start time), or `None` if that process is gone.
@@ -139,7 +129,7 @@ pub async fn record_exit(
             "MonitorDied",
             format!(
                 "pier-monitor exited without an exit file; see {}",
-                runtime.runtime_dir.join("monitor.log").display()
+                runtime.runtime_dir.join(files::MONITOR_LOG).display()
             ),
         ),
     };

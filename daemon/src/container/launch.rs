@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use pier_proto::args::MonitorArgs;
+use pier_proto::files;
 use pier_proto::monitor::{Created, SyncResult, sync_result::Result as SyncKind};
 use prost::Message;
 
@@ -55,46 +57,24 @@ pub enum LaunchError {
     Runtime(String),
 }
 
-/// What the monitor needs to know.
+/// The monitor binary and what it is told.
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub monitor: PathBuf,
-    pub id: String,
-    pub bundle: PathBuf,
-    pub runtime: PathBuf,
-    pub runtime_root: PathBuf,
-    pub log_path: PathBuf,
-    pub exit_dirs: Vec<PathBuf>,
-    pub runtime_dir: PathBuf,
-    pub terminal: bool,
-    pub stdin: bool,
-    pub max_line: u64,
-    pub max_size: u64,
+    /// Its command line. The sync and start-gate fds are the launcher's
+    /// business: whatever `args` says, they are where it places its pipes.
+    pub args: MonitorArgs,
 }
 
 impl Launch {
     fn command(&self) -> Command {
+        let args = MonitorArgs {
+            sync_fd: Some(SYNC_FD),
+            start_gate_fd: Some(GATE_FD),
+            ..self.args.clone()
+        };
         let mut cmd = Command::new(&self.monitor);
-        cmd.arg("--id").arg(&self.id);
-        cmd.arg("--bundle").arg(&self.bundle);
-        cmd.arg("--runtime").arg(&self.runtime);
-        cmd.arg("--runtime-arg").arg("--root");
-        cmd.arg("--runtime-arg").arg(&self.runtime_root);
-        cmd.arg("--log-path").arg(&self.log_path);
-        for dir in &self.exit_dirs {
-            cmd.arg("--exit-dir").arg(dir);
-        }
-        cmd.arg("--runtime-dir").arg(&self.runtime_dir);
-        if self.terminal {
-            cmd.arg("--terminal");
-        }
-        if self.stdin {
-            cmd.arg("--stdin");
-        }
-        cmd.arg("--sync-fd").arg(SYNC_FD.to_string());
-        cmd.arg("--start-gate-fd").arg(GATE_FD.to_string());
-        cmd.arg("--log-max-line").arg(self.max_line.to_string());
-        cmd.arg("--log-max-size").arg(self.max_size.to_string());
+        cmd.args(args.to_args());
         cmd
     }
 }
@@ -106,7 +86,7 @@ pub fn launch(launch: &Launch) -> Result<Created, LaunchError> {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
     let (gate_read, gate_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
-    let log = launch.runtime_dir.join("monitor.log");
+    let log = launch.args.runtime_dir.join(files::MONITOR_LOG);
     let log_file = OpenOptions::new()
         .create(true)
         .append(true)

@@ -321,7 +321,8 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
             CREATING => {
                 tracing::warn!(container_id = %record.id, "removing a container whose create was interrupted");
                 if runtime.monitor_pid > 0
-                    && exits::start_time(runtime.monitor_pid) == Some(runtime.monitor_start_time)
+                    && pier_proto::proc_stat::start_time(runtime.monitor_pid)
+                        == Some(runtime.monitor_start_time)
                 {
                     kill(&runtime, &record.id, "SIGKILL").await;
                 }

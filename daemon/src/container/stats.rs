@@ -12,7 +12,7 @@ use k8s_cri::v1::{
 };
 use pier_storage::{ContainerRecord, SandboxRecord};
 
-use super::{ContainerRuntime, RUNNING, config_of, exits, select};
+use super::{ContainerRuntime, RUNNING, config_of, select};
 use crate::daemon::Daemon;
 use crate::error::Error;
 
@@ -109,7 +109,7 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
     let runtime = ContainerRuntime::from_record(record);
     let alive = record.state == RUNNING
         && runtime.pid > 0
-        && exits::start_time(runtime.pid) == Some(runtime.start_time);
+        && pier_proto::proc_stat::start_time(runtime.pid) == Some(runtime.start_time);
     let (cpu, memory) = match cgroup_dirs(runtime.pid).filter(|_| alive) {
         Some((cpu, memory, v2)) => usage(&cpu, &memory, v2),
         None => (None, None),

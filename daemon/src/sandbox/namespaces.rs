@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::container::exits::start_time;
+use pier_proto::proc_stat::start_time;
+
 use crate::error::Error;
 
 use super::SandboxRuntime;

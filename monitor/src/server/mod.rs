@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use pier_proto::args::MonitorArgs;
 use pier_proto::attach;
 use pier_proto::exit_file::{self, ExitStatus};
 use pier_proto::monitor::{
@@ -18,7 +19,6 @@ use pier_proto::monitor::{
     control_response::Response,
 };
 
-use crate::args::Config;
 use crate::child_reaper;
 use crate::control::{Conn, Input, Mode};
 use crate::cri_log::{CriLog, Stream};
@@ -65,7 +65,7 @@ enum Token {
 }
 
 pub struct Server {
-    cfg: Config,
+    cfg: MonitorArgs,
     ident: Identity,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -92,7 +92,7 @@ pub struct Server {
 
 impl Server {
     pub fn new(
-        cfg: Config,
+        cfg: MonitorArgs,
         ident: Identity,
         created: Created,
         log: CriLog,
@@ -385,22 +385,11 @@ impl Server {
     }
 
     fn feed_stdin(&mut self) {
-        let Some(f) = self.stdin.as_mut() else {
-            self.stdin_pending.clear();
-            return;
-        };
-        match crate::sys::write_pending(f, &mut self.stdin_pending) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                crate::diag!("container stdin closed: {e}");
-                self.stdin = None;
-                self.stdin_pending = Vec::new();
-                return;
-            }
-        }
-        if self.stdin_close && self.pty.is_none() {
-            self.stdin = None;
+        // In terminal mode stdin is the pty master: a stdin close cannot
+        // close it.
+        let close = self.stdin_close && self.pty.is_none();
+        if let Err(e) = sys::feed_stdin(&mut self.stdin, &mut self.stdin_pending, close) {
+            crate::diag!("container stdin closed: {e}");
         }
     }
 

@@ -85,7 +85,7 @@ impl Server {
                         self.conns[i].mode = Mode::WaitingExec;
                         return;
                     }
-                    Err(e) => Response::Error(e),
+                    Err(e) => Response::Error(e.to_string()),
                 }
             }
         };

@@ -1,0 +1,81 @@
+//! `/proc/<pid>/stat`, read for a process's identity: a pid alone may be
+//! reused, so the daemon and the monitor name a process by pid **and** start
+//! time (field 22, clock ticks since boot) and compare both before trusting
+//! a pid (docs/monitor.md, Identity).
+//!
+//! Field 2 is the command name in parentheses, and it may itself contain
+//! spaces and parentheses: fields are counted after the **last** `)`.
+
+/// Start time of `pid` in clock ticks since boot, or `None` if there is no
+/// such process (or its stat is unreadable).
+pub fn start_time(pid: i32) -> Option<u64> {
+    parse_start_time(&read(pid)?)
+}
+
+/// Parent pid of `pid`, or `None` if there is no such process.
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    parse_parent_pid(&read(pid)?)
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    field(stat, 22)?.parse().ok()
+}
+
+/// Field 4 of a `/proc/<pid>/stat` line.
+pub fn parse_parent_pid(stat: &str) -> Option<i32> {
+    field(stat, 4)?.parse().ok()
+}
+
+fn read(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+}
+
+/// Field `n` (1-based, as proc(5) numbers them; `n` > 2) of a stat line.
+fn field(stat: &str, n: usize) -> Option<&str> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_ascii_whitespace().nth(n.checked_sub(3)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stat line for `comm`, with the parent pid 77 and start time 987654.
+    fn stat(comm: &str) -> String {
+        format!("42 ({comm}) S 77 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2\n")
+    }
+
+    #[test]
+    fn plain_command_name() {
+        assert_eq!(parse_start_time(&stat("sh")), Some(987654));
+        assert_eq!(parse_parent_pid(&stat("sh")), Some(77));
+    }
+
+    #[test]
+    fn command_name_with_spaces_and_parentheses() {
+        for comm in ["a b", "a) b", "x) S 1 2 3 (y", ") )", "((", "a)\nb"] {
+            assert_eq!(parse_start_time(&stat(comm)), Some(987654), "{comm:?}");
+            assert_eq!(parse_parent_pid(&stat(comm)), Some(77), "{comm:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_garbled_stat_is_none() {
+        assert_eq!(parse_start_time(""), None);
+        assert_eq!(parse_start_time("42 (sh S 77"), None);
+        assert_eq!(parse_start_time("42 (sh) S 77 42"), None);
+        assert_eq!(parse_parent_pid("42 (sh) S x"), None);
+    }
+
+    #[test]
+    fn own_process_has_a_start_time_and_a_parent() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some_and(|t| t > 0));
+        assert_eq!(
+            parent_pid(me),
+            Some(std::os::unix::process::parent_id() as i32)
+        );
+        assert_eq!(start_time(-1), None);
+    }
+}
