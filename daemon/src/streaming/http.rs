@@ -14,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use pier_streamcodec::ws::Codec;
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -21,7 +22,6 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::protocol::{self, Flavor};
 use super::remotecommand::{self, Target};
 use super::tokens::Pending;
-use super::ws::Codec;
 use super::{Shared, portforward};
 
 /// How long a client may take to send its request headers.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use pier_streamcodec::spdy::{Connection, Stream, StreamWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -15,7 +16,6 @@ use super::{Wanted, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
 use crate::streaming::protocol::Flavor;
-use crate::streaming::spdy::{Connection, Stream, StreamWriter};
 
 #[derive(Default)]
 struct Streams {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use pier_streamcodec::ws::{CLOSE_CHANNEL, Codec, Connection};
 use tokio::sync::mpsc;
 
 use super::session::{self, Io, Target};
@@ -14,7 +15,6 @@ use super::{Wanted, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
 use crate::streaming::protocol::Flavor;
-use crate::streaming::ws::{self, CLOSE_CHANNEL, Codec, Writer};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -34,9 +34,10 @@ pub async fn serve(
     } else {
         Codec::Binary
     };
+    let gone = shared.shutdown.child_token();
     let activity = Arc::new(Activity::default());
-    let (sink, stream) = ws::accept(io).await;
-    let writer = Writer::start(sink, codec, Arc::clone(&activity));
+    let (conn, mut routed) =
+        Connection::accept(io, codec, activity, shared.limits.idle, gone.clone()).await;
     // An empty message on the lowest channel the server writes tells the
     // client the connection is ready, as kubelet does.
     let hello = match (wanted.stdout, wanted.stderr) {
@@ -44,20 +45,10 @@ pub async fn serve(
         (false, true) => STDERR,
         _ => ERROR,
     };
-    let _ = writer.tx.send((hello, Bytes::new())).await;
+    let _ = conn.tx.send((hello, Bytes::new())).await;
 
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
     let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(4);
-    let gone = shared.shutdown.child_token();
-    let (route, mut routed) = mpsc::channel::<(u8, Bytes)>(16);
-    let reader = ws::read_loop(
-        stream,
-        codec,
-        activity,
-        shared.limits.idle,
-        gone.clone(),
-        route,
-    );
     let mut stdin_tx = Some(stdin_tx).filter(|_| wanted.stdin);
     tokio::spawn(async move {
         while let Some((channel, data)) = routed.recv().await {
@@ -81,14 +72,14 @@ pub async fn serve(
     });
     let (stdout, stdout_pump) = match wanted.stdout {
         true => {
-            let (tx, task) = writer.channel(STDOUT);
+            let (tx, task) = conn.channel(STDOUT);
             (Some(tx), Some(task))
         }
         false => (None, None),
     };
     let (stderr, stderr_pump) = match wanted.stderr {
         true => {
-            let (tx, task) = writer.channel(STDERR);
+            let (tx, task) = conn.channel(STDERR);
             (Some(tx), Some(task))
         }
         false => (None, None),
@@ -106,7 +97,7 @@ pub async fn serve(
         let _ = pump.await;
     }
     if let Some(payload) = status::payload(&outcome, flavor.json_status) {
-        let _ = writer.tx.send((ERROR, Bytes::from(payload))).await;
+        let _ = conn.tx.send((ERROR, Bytes::from(payload))).await;
     }
-    writer.close(reader).await;
+    conn.close().await;
 }
