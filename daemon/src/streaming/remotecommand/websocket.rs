@@ -7,14 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use pier_streamcodec::ws::{CLOSE_CHANNEL, Codec, Connection};
+use pier_streamcodec::ws::{CLOSE_CHANNEL, Connection};
 use tokio::sync::mpsc;
 
-use super::session::{self, Io, Target};
-use super::{Wanted, decode_resizes, status};
+use super::session::{self, Io};
+use super::{Request, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
-use crate::streaming::protocol::Flavor;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -22,22 +21,18 @@ const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 
-pub async fn serve(
-    shared: Arc<Shared>,
-    io: TokioIo<Upgraded>,
-    target: Target,
-    wanted: Wanted,
-    flavor: Flavor,
-) {
-    let codec = if flavor.base64 {
-        Codec::Base64
-    } else {
-        Codec::Binary
-    };
+pub async fn serve(shared: Arc<Shared>, io: TokioIo<Upgraded>, request: Request) {
+    let (wanted, flavor) = (request.wanted, request.flavor);
     let gone = shared.shutdown.child_token();
     let activity = Arc::new(Activity::default());
-    let (conn, mut routed) =
-        Connection::accept(io, codec, activity, shared.limits.idle, gone.clone()).await;
+    let (conn, mut routed) = Connection::accept(
+        io,
+        flavor.codec(),
+        activity,
+        shared.limits.idle,
+        gone.clone(),
+    )
+    .await;
     // An empty message on the lowest channel the server writes tells the
     // client the connection is ready, as kubelet does.
     let hello = match (wanted.stdout, wanted.stderr) {
@@ -91,7 +86,7 @@ pub async fn serve(
         resize: wanted.tty.then(|| decode_resizes(resize_rx)),
         gone,
     };
-    let outcome = session::run(&shared.daemon, target, io).await;
+    let outcome = session::run(&shared.daemon, request.target, io).await;
     tracing::debug!(?outcome, "exec/attach session ended");
     for pump in [stdout_pump, stderr_pump].into_iter().flatten() {
         let _ = pump.await;
