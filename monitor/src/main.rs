@@ -40,6 +40,7 @@ mod sys;
 mod terminal;
 mod timestamp;
 
+#[allow(clippy::print_stdout, reason = "--help and --version answer on stdout")]
 fn main() -> ExitCode {
     sys::tune_malloc();
     let cfg = match args::parse(std::env::args_os()) {
