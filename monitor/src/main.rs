@@ -42,6 +42,7 @@ mod sys;
 mod terminal;
 mod timestamp;
 
+#[allow(clippy::print_stdout, reason = "--help and --version answer on stdout")]
 fn main() -> ExitCode {
     sys::tune_malloc();
     let args = match MonitorArgs::parse(std::env::args_os().skip(1)) {

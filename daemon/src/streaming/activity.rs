@@ -1,5 +1,7 @@
 //! When a streaming connection last moved a byte, for the idle timeout.
 //! Reads and writes both count: `tail -f` that only prints is not idle.
+//! The codecs report traffic through [`pier_streamcodec::Activity`]; the
+//! clock and the policy stay here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,14 +22,14 @@ impl Default for Activity {
     }
 }
 
-impl Activity {
-    pub fn touch(&self) {
+impl pier_streamcodec::Activity for Activity {
+    fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// Resolves once nothing has moved for `limit`.
-    pub async fn idle_for(&self, limit: Duration) {
+    async fn idle_for(&self, limit: Duration) {
         loop {
             let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = self.start + last + limit;
@@ -41,6 +43,8 @@ impl Activity {
 
 #[cfg(test)]
 mod tests {
+    use pier_streamcodec::Activity as _;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

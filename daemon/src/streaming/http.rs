@@ -19,9 +19,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::protocol::{self, Flavor};
-use super::remotecommand::{self, Target};
+use super::remotecommand;
 use super::tokens::Pending;
-use super::ws::Codec;
 use super::{Shared, portforward};
 
 /// How long a client may take to send its request headers.
@@ -152,9 +151,8 @@ fn spdy(
                 portforward::serve_spdy(shared, io, r.pod_sandbox_id).await;
             }
             other => {
-                let (target, wanted) = remote_command(&other);
-                if let Some(target) = target {
-                    remotecommand::serve_spdy(shared, io, target, wanted, Flavor::of(chosen)).await;
+                if let Some(request) = remotecommand::Request::of(&other, Flavor::of(chosen)) {
+                    remotecommand::serve_spdy(shared, io, request).await;
                 }
             }
         }
@@ -217,11 +215,7 @@ fn websocket(
         resize: true,
         ..Flavor::of(chosen.unwrap_or("channel.k8s.io"))
     };
-    let codec = if flavor.base64 {
-        Codec::Base64
-    } else {
-        Codec::Binary
-    };
+    let codec = flavor.codec();
     let ports = match &pending {
         Pending::PortForward(_) => match query_ports(req.uri().query().unwrap_or_default()) {
             Ok(ports) => ports,
@@ -242,9 +236,8 @@ fn websocket(
                 portforward::serve_websocket(shared, io, r.pod_sandbox_id, ports, codec).await;
             }
             other => {
-                let (target, wanted) = remote_command(&other);
-                if let Some(target) = target {
-                    remotecommand::serve_websocket(shared, io, target, wanted, flavor).await;
+                if let Some(request) = remotecommand::Request::of(&other, flavor) {
+                    remotecommand::serve_websocket(shared, io, request).await;
                 }
             }
         }
@@ -261,30 +254,6 @@ fn websocket(
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     reply
-}
-
-fn remote_command(pending: &Pending) -> (Option<Target>, remotecommand::Wanted) {
-    let wanted = match pending {
-        Pending::Exec(r) => remotecommand::Wanted {
-            stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            tty: r.tty,
-        },
-        Pending::Attach(r) => remotecommand::Wanted {
-            stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            tty: r.tty,
-        },
-        Pending::PortForward(_) => remotecommand::Wanted {
-            stdin: false,
-            stdout: false,
-            stderr: false,
-            tty: false,
-        },
-    };
-    (Target::of(pending), wanted)
 }
 
 /// The `port` query values (repeated or comma-separated), as kubelet

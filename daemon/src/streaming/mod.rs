@@ -8,9 +8,7 @@ mod http;
 mod portforward;
 mod protocol;
 mod remotecommand;
-mod spdy;
 mod tokens;
-mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! kubelet's streaming server negotiates: the client's list, in the
 //! client's order of preference, against the server's.
 
+use pier_streamcodec::ws::Codec;
+
 /// SPDY remote command protocols (`X-Stream-Protocol-Version`). v5 is v4
 /// over SPDY: its one addition, closing a channel, is WebSocket only.
 pub const SPDY_REMOTECOMMAND: &[&str] = &[
@@ -46,6 +48,15 @@ pub struct Flavor {
 }
 
 impl Flavor {
+    /// How WebSocket messages carry this protocol's channels.
+    pub fn codec(self) -> Codec {
+        if self.base64 {
+            Codec::Base64
+        } else {
+            Codec::Binary
+        }
+    }
+
     pub fn of(protocol: &str) -> Self {
         let version = protocol
             .strip_prefix('v')

@@ -381,6 +381,7 @@ type Rows = Vec<(&'static str, Vec<Duration>, Vec<Duration>)>;
 
 /// One table: per operation, both runtimes' median and p95 in ms, and the
 /// ratio of the medians (below 1: the first runtime is faster).
+#[allow(clippy::print_stdout, reason = "the report is what a benchmark prints")]
 fn print_table(title: &str, a: &str, b: &str, rows: &Rows) {
     println!("\n{title}, ms");
     let (a50, b50) = (format!("{a} p50"), format!("{b} p50"));
@@ -416,6 +417,7 @@ fn pair(ops: &HashMap<&'static str, Vec<Duration>>, x: &str, y: &str) -> Vec<Dur
 }
 
 impl Report {
+    #[allow(clippy::print_stdout, reason = "the report is what a benchmark prints")]
     pub fn print(&self) {
         let [a, b] = [&self.figures[0], &self.figures[1]];
         const POD_OPS: [&str; 3] = ["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"];

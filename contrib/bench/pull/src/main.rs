@@ -199,6 +199,7 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
+#[allow(clippy::print_stdout, reason = "the report is what a benchmark prints")]
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let rounds: usize = std::env::args()

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use pier_streamcodec::spdy::{Connection, Stream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use super::{connect, forward};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
-use crate::streaming::spdy::{Connection, Stream};
 
 /// How often half-open pairs are checked for their deadline.
 const SWEEP: Duration = Duration::from_secs(1);

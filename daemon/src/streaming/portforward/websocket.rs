@@ -8,12 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use pier_streamcodec::ws::{Codec, Connection};
 use tokio::sync::mpsc;
 
 use super::{connect, forward};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
-use crate::streaming::ws::{self, Codec, Writer};
 
 pub async fn serve(
     shared: Arc<Shared>,
@@ -22,34 +22,25 @@ pub async fn serve(
     ports: Vec<u16>,
     codec: Codec,
 ) {
-    let activity = Arc::new(Activity::default());
-    let (sink, stream) = ws::accept(io).await;
-    let writer = Writer::start(sink, codec, Arc::clone(&activity));
     let gone = shared.shutdown.child_token();
-    let (route, mut routed) = mpsc::channel::<(u8, Bytes)>(16);
-    let reader = ws::read_loop(
-        stream,
-        codec,
-        activity,
-        shared.limits.idle,
-        gone.clone(),
-        route,
-    );
+    let activity = Arc::new(Activity::default());
+    let (conn, mut routed) =
+        Connection::accept(io, codec, activity, shared.limits.idle, gone.clone()).await;
 
     let mut inputs = Vec::with_capacity(ports.len());
     let mut forwards = Vec::with_capacity(ports.len());
     for (i, &port) in ports.iter().enumerate() {
         let (data_ch, error_ch) = ((2 * i) as u8, (2 * i + 1) as u8);
         for ch in [data_ch, error_ch] {
-            let _ = writer
+            let _ = conn
                 .tx
                 .send((ch, Bytes::copy_from_slice(&port.to_le_bytes())))
                 .await;
         }
         let (input_tx, input) = mpsc::channel::<Bytes>(16);
         inputs.push(input_tx);
-        let (to_client, pump) = writer.channel(data_ch);
-        let errors = writer.tx.clone();
+        let (to_client, pump) = conn.channel(data_ch);
+        let errors = conn.tx.clone();
         let (shared, sandbox_id, gone) = (Arc::clone(&shared), sandbox_id.clone(), gone.clone());
         forwards.push(tokio::spawn(async move {
             let result = match connect(&shared.daemon, &sandbox_id, port).await {
@@ -79,5 +70,5 @@ pub async fn serve(
     for f in forwards {
         let _ = f.await;
     }
-    writer.close(reader).await;
+    conn.close().await;
 }

@@ -10,6 +10,9 @@ mod websocket;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::protocol::Flavor;
+use super::tokens::Pending;
+
 pub use session::{Target, TermSize};
 pub use spdy::serve as serve_spdy;
 pub use websocket::serve as serve_websocket;
@@ -21,6 +24,36 @@ pub struct Wanted {
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
+}
+
+/// An exec or attach to serve on an upgraded connection, whichever
+/// protocol carries it.
+pub struct Request {
+    pub target: Target,
+    pub wanted: Wanted,
+    /// What the negotiated protocol version changes.
+    pub flavor: Flavor,
+}
+
+impl Request {
+    /// The exec or attach behind `pending`; `None` for a port forward.
+    pub fn of(pending: &Pending, flavor: Flavor) -> Option<Self> {
+        let (stdin, stdout, stderr, tty) = match pending {
+            Pending::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::PortForward(_) => return None,
+        };
+        Some(Self {
+            target: Target::of(pending)?,
+            wanted: Wanted {
+                stdin,
+                stdout,
+                stderr,
+                tty,
+            },
+            flavor,
+        })
+    }
 }
 
 /// Turns a byte stream of concatenated JSON sizes (`{"Width":80,"Height":24}`,
@@ -67,7 +100,35 @@ pub fn decode_resizes(mut data: mpsc::Receiver<Bytes>) -> mpsc::Receiver<TermSiz
 
 #[cfg(test)]
 mod tests {
+    use k8s_cri::v1::{ExecRequest, PortForwardRequest};
+
     use super::*;
+
+    #[test]
+    fn a_request_carries_the_streams_asked_for() {
+        let exec = Pending::Exec(ExecRequest {
+            container_id: "c1".into(),
+            cmd: vec!["sh".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        });
+        let flavor = Flavor::of("v4.channel.k8s.io");
+        let Some(request) = Request::of(&exec, flavor) else {
+            panic!("an exec is a remote command");
+        };
+        let w = request.wanted;
+        assert_eq!(
+            (w.stdin, w.stdout, w.stderr, w.tty),
+            (true, true, false, true)
+        );
+        assert_eq!(request.target.container_id, "c1");
+        assert_eq!(request.target.exec, Some(vec!["sh".to_string()]));
+        assert_eq!(request.flavor, flavor);
+        let forward = Pending::PortForward(PortForwardRequest::default());
+        assert!(Request::of(&forward, flavor).is_none());
+    }
 
     #[tokio::test]
     async fn resizes_split_across_chunks_are_decoded() {

@@ -7,15 +7,14 @@ use std::sync::Arc;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use pier_streamcodec::spdy::{Connection, Stream, StreamWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::session::{self, Io, Target};
-use super::{Wanted, decode_resizes, status};
+use super::session::{self, Io};
+use super::{Request, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
-use crate::streaming::protocol::Flavor;
-use crate::streaming::spdy::{Connection, Stream, StreamWriter};
 
 #[derive(Default)]
 struct Streams {
@@ -26,13 +25,8 @@ struct Streams {
     resize: Option<Stream>,
 }
 
-pub async fn serve(
-    shared: Arc<Shared>,
-    io: TokioIo<Upgraded>,
-    target: Target,
-    wanted: Wanted,
-    flavor: Flavor,
-) {
+pub async fn serve(shared: Arc<Shared>, io: TokioIo<Upgraded>, request: Request) {
+    let (wanted, flavor) = (request.wanted, request.flavor);
     let mut conn = Connection::start(io, Arc::new(Activity::default()), shared.limits.idle);
     let resize = wanted.tty && flavor.resize;
     let expected = 1
@@ -64,7 +58,7 @@ pub async fn serve(
             .map(|s| decode_resizes(take_data(s))),
         gone,
     };
-    let outcome = session::run(&shared.daemon, target, io).await;
+    let outcome = session::run(&shared.daemon, request.target, io).await;
     tracing::debug!(?outcome, "exec/attach session ended");
     for pump in [stdout_pump, stderr_pump].into_iter().flatten() {
         let _ = pump.await;

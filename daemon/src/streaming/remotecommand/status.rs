@@ -12,42 +12,38 @@ use super::session::Outcome;
 
 /// The error stream's payload; `None` means write nothing.
 pub fn payload(outcome: &Outcome, json_status: bool) -> Option<Vec<u8>> {
-    let status = match outcome {
+    let (message, reason, cause, code) = match outcome {
         Outcome::ClientGone => return None,
         Outcome::Exited(0) | Outcome::Detached => {
-            if !json_status {
-                return None;
-            }
-            json!({"metadata": {}, "status": "Success"})
+            let success = json!({"metadata": {}, "status": "Success"});
+            return json_status.then(|| success.to_string().into_bytes());
         }
-        Outcome::Exited(code) => {
-            let message = format!("command terminated with non-zero exit code: exit status {code}");
-            if !json_status {
-                return Some(message.into_bytes());
-            }
-            json!({
-                "metadata": {},
-                "status": "Failure",
-                "message": message,
-                "reason": "NonZeroExitCode",
-                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-            })
-        }
-        Outcome::Failed(error) => {
-            let message = format!("Internal error occurred: {error}");
-            if !json_status {
-                return Some(message.into_bytes());
-            }
-            json!({
-                "metadata": {},
-                "status": "Failure",
-                "message": message,
-                "reason": "InternalError",
-                "details": {"causes": [{"message": error}]},
-                "code": 500,
-            })
-        }
+        Outcome::Exited(code) => (
+            format!("command terminated with non-zero exit code: exit status {code}"),
+            "NonZeroExitCode",
+            json!({"reason": "ExitCode", "message": code.to_string()}),
+            None,
+        ),
+        Outcome::Failed(error) => (
+            format!("Internal error occurred: {error}"),
+            "InternalError",
+            json!({"message": error}),
+            Some(500),
+        ),
     };
+    if !json_status {
+        return Some(message.into_bytes());
+    }
+    let mut status = json!({
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {"causes": [cause]},
+    });
+    if let Some(code) = code {
+        status["code"] = json!(code);
+    }
     Some(status.to_string().into_bytes())
 }
 

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use pier_streamcodec::ws::{CLOSE_CHANNEL, Connection};
 use tokio::sync::mpsc;
 
-use super::session::{self, Io, Target};
-use super::{Wanted, decode_resizes, status};
+use super::session::{self, Io};
+use super::{Request, decode_resizes, status};
 use crate::streaming::Shared;
 use crate::streaming::activity::Activity;
-use crate::streaming::protocol::Flavor;
-use crate::streaming::ws::{self, CLOSE_CHANNEL, Codec, Writer};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -22,21 +21,18 @@ const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 
-pub async fn serve(
-    shared: Arc<Shared>,
-    io: TokioIo<Upgraded>,
-    target: Target,
-    wanted: Wanted,
-    flavor: Flavor,
-) {
-    let codec = if flavor.base64 {
-        Codec::Base64
-    } else {
-        Codec::Binary
-    };
+pub async fn serve(shared: Arc<Shared>, io: TokioIo<Upgraded>, request: Request) {
+    let (wanted, flavor) = (request.wanted, request.flavor);
+    let gone = shared.shutdown.child_token();
     let activity = Arc::new(Activity::default());
-    let (sink, stream) = ws::accept(io).await;
-    let writer = Writer::start(sink, codec, Arc::clone(&activity));
+    let (conn, mut routed) = Connection::accept(
+        io,
+        flavor.codec(),
+        activity,
+        shared.limits.idle,
+        gone.clone(),
+    )
+    .await;
     // An empty message on the lowest channel the server writes tells the
     // client the connection is ready, as kubelet does.
     let hello = match (wanted.stdout, wanted.stderr) {
@@ -44,20 +40,10 @@ pub async fn serve(
         (false, true) => STDERR,
         _ => ERROR,
     };
-    let _ = writer.tx.send((hello, Bytes::new())).await;
+    let _ = conn.tx.send((hello, Bytes::new())).await;
 
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
     let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(4);
-    let gone = shared.shutdown.child_token();
-    let (route, mut routed) = mpsc::channel::<(u8, Bytes)>(16);
-    let reader = ws::read_loop(
-        stream,
-        codec,
-        activity,
-        shared.limits.idle,
-        gone.clone(),
-        route,
-    );
     let mut stdin_tx = Some(stdin_tx).filter(|_| wanted.stdin);
     tokio::spawn(async move {
         while let Some((channel, data)) = routed.recv().await {
@@ -81,14 +67,14 @@ pub async fn serve(
     });
     let (stdout, stdout_pump) = match wanted.stdout {
         true => {
-            let (tx, task) = writer.channel(STDOUT);
+            let (tx, task) = conn.channel(STDOUT);
             (Some(tx), Some(task))
         }
         false => (None, None),
     };
     let (stderr, stderr_pump) = match wanted.stderr {
         true => {
-            let (tx, task) = writer.channel(STDERR);
+            let (tx, task) = conn.channel(STDERR);
             (Some(tx), Some(task))
         }
         false => (None, None),
@@ -100,13 +86,13 @@ pub async fn serve(
         resize: wanted.tty.then(|| decode_resizes(resize_rx)),
         gone,
     };
-    let outcome = session::run(&shared.daemon, target, io).await;
+    let outcome = session::run(&shared.daemon, request.target, io).await;
     tracing::debug!(?outcome, "exec/attach session ended");
     for pump in [stdout_pump, stderr_pump].into_iter().flatten() {
         let _ = pump.await;
     }
     if let Some(payload) = status::payload(&outcome, flavor.json_status) {
-        let _ = writer.tx.send((ERROR, Bytes::from(payload))).await;
+        let _ = conn.tx.send((ERROR, Bytes::from(payload))).await;
     }
-    writer.close(reader).await;
+    conn.close().await;
 }

@@ -178,7 +178,7 @@ impl Decompressor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::streaming::spdy::frame::Frame;
+    use crate::spdy::frame::Frame;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -239,6 +239,34 @@ mod tests {
             assert_eq!(got.get("requestid"), Some(i.to_string().as_str()));
             assert_eq!(got.get("multi"), Some("a"));
         }
+    }
+
+    /// The uncompressed block as section 2.6.10 lays it out: a count, then
+    /// length-prefixed names (lower-cased) and values.
+    #[test]
+    fn blocks_are_length_prefixed_pairs() {
+        let h = Headers(vec![
+            ("streamType".into(), "error".into()),
+            ("port".into(), "80".into()),
+        ]);
+        let raw = h.encode();
+        assert_eq!(
+            raw,
+            b"\x00\x00\x00\x02\x00\x00\x00\x0astreamtype\x00\x00\x00\x05error\
+              \x00\x00\x00\x04port\x00\x00\x00\x0280"
+        );
+        let back = Headers::decode(&raw).unwrap_or_default();
+        assert_eq!(back.get("streamtype"), Some("error"));
+        assert_eq!(back.get("port"), Some("80"));
+        assert_eq!(
+            back.get("streamType"),
+            None,
+            "names are looked up lower case"
+        );
+        assert_eq!(
+            Headers::decode(b"\x00\x00\x00\x00").ok(),
+            Some(Headers::default())
+        );
     }
 
     #[test]

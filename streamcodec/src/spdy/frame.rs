@@ -399,6 +399,96 @@ mod tests {
         }
     }
 
+    /// Every frame decodes to what was encoded, back to back in one buffer,
+    /// stream ids and deltas cut to their 31 bits.
+    #[test]
+    fn every_frame_round_trips() {
+        let block = Bytes::from_static(b"\x78\xf9compressed");
+        let frames = vec![
+            Frame::SynStream {
+                stream_id: 7,
+                associated_id: 3,
+                priority: 5,
+                flags: FLAG_FIN,
+                block: block.clone(),
+            },
+            Frame::SynReply {
+                stream_id: 7,
+                flags: 0,
+                block: block.clone(),
+            },
+            Frame::RstStream {
+                stream_id: 9,
+                status: RST_REFUSED_STREAM,
+            },
+            Frame::Settings {
+                flags: 1,
+                entries: vec![
+                    Setting {
+                        flags: 1,
+                        id: 4,
+                        value: 100,
+                    },
+                    Setting {
+                        flags: 0,
+                        id: 0x00ff_ffff,
+                        value: u32::MAX,
+                    },
+                ],
+            },
+            Frame::Settings {
+                flags: 0,
+                entries: Vec::new(),
+            },
+            Frame::Ping { id: u32::MAX },
+            Frame::GoAway {
+                last_good_stream_id: 11,
+                status: GOAWAY_PROTOCOL_ERROR,
+            },
+            Frame::Headers {
+                stream_id: 7,
+                flags: FLAG_FIN,
+                block,
+            },
+            Frame::WindowUpdate {
+                stream_id: 7,
+                delta: 1,
+            },
+            Frame::Data {
+                stream_id: 0x7fff_ffff,
+                flags: 0,
+                data: Bytes::from(vec![1u8; 70_000]),
+            },
+            Frame::Data {
+                stream_id: 1,
+                flags: FLAG_FIN,
+                data: Bytes::new(),
+            },
+            Frame::Unknown { kind: 42 },
+        ];
+        let mut buf = BytesMut::new();
+        for frame in &frames {
+            frame.encode(&mut buf);
+        }
+        for frame in frames {
+            assert_eq!(Frame::decode(&mut buf), Ok(Some(frame)));
+        }
+        assert!(buf.is_empty());
+        let mut high = BytesMut::new();
+        Frame::WindowUpdate {
+            stream_id: 0x8000_0001,
+            delta: 0xffff_ffff,
+        }
+        .encode(&mut high);
+        assert_eq!(
+            Frame::decode(&mut high),
+            Ok(Some(Frame::WindowUpdate {
+                stream_id: 1,
+                delta: 0x7fff_ffff
+            }))
+        );
+    }
+
     /// A SYN_STREAM as Go's spdy framer wrote it (stream 1, headers
     /// `streamtype: stdout`), header block still compressed.
     #[test]

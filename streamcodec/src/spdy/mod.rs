@@ -6,4 +6,5 @@ mod dictionary;
 pub mod frame;
 pub mod headers;
 
-pub use conn::{Connection, Stream, StreamWriter};
+pub use conn::{Closed, ConnError, Connection, Stream, StreamWriter};
+pub use headers::Headers;
