@@ -230,7 +230,10 @@ fn summed_usage(containers: &[ContainerStats]) -> (Option<CpuUsage>, Option<Memo
                 timestamp,
                 ..Default::default()
             });
-            add(&mut total.usage_core_nano_seconds, &part.usage_core_nano_seconds);
+            add(
+                &mut total.usage_core_nano_seconds,
+                &part.usage_core_nano_seconds,
+            );
             add(&mut total.usage_nano_cores, &part.usage_nano_cores);
         }
         if let Some(part) = &stats.memory {
