@@ -117,9 +117,9 @@ async fn stop_locked(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Erro
     kill(&runtime, id, "SIGKILL").await;
     match tokio::time::timeout(KILL_GRACE, exited.wait_for(Option::is_some)).await {
         Ok(_) => Ok(()),
-        Err(_) => Err(Error::Setup {
-            what: format!("stop container {id}"),
-            reason: format!("still running {KILL_GRACE:?} after SIGKILL"),
+        Err(_) => Err(Error::StillRunning {
+            id: id.to_owned(),
+            waited: KILL_GRACE,
         }),
     }
 }
@@ -289,10 +289,7 @@ pub async fn exec_sync(
         client.exec(cmd, Vec::new(), timeout)
     })
     .await?;
-    result.map_err(|e| Error::Setup {
-        what: format!("exec in container {}", record.id),
-        reason: e.to_string(),
-    })
+    result.map_err(Error::monitor(format!("exec in container {}", record.id)))
 }
 
 /// Asks the monitor to reopen the log file after kubelet rotated it.
@@ -305,12 +302,10 @@ pub async fn reopen_log(daemon: &Daemon, id: &str) -> Result<(), Error> {
         )));
     }
     let socket = ContainerRuntime::from_record(&record).control_socket();
+    let what = format!("reopen the log of container {}", record.id);
     tokio::task::spawn_blocking(move || Client::connect(&socket)?.reopen_log())
         .await?
-        .map_err(|e| Error::Setup {
-            what: "reopen container log".into(),
-            reason: e.to_string(),
-        })
+        .map_err(Error::monitor(what))
 }
 
 /// At startup: watch the monitors still alive (their containers go on),

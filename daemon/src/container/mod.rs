@@ -4,7 +4,7 @@ mod create;
 pub mod exits;
 pub mod launch;
 mod lifecycle;
-mod runc;
+pub mod runc;
 pub mod spec;
 pub mod stats;
 mod view;

@@ -11,18 +11,11 @@ use crate::error::Error;
 /// Size of the pod's /dev/shm, as Docker and CRI-O default it.
 const SHM_SIZE: &str = "65536k";
 
-fn io_error(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::Setup {
-        what,
-        reason: e.to_string(),
-    }
-}
-
 /// Writes `hostname`, `resolv.conf` and `hosts` into the sandbox dir.
 pub fn write(dir: &Path, hostname: &str, dns: Option<&DnsConfig>) -> Result<(), Error> {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(io_error(format!("write {}", path.display())))
+        std::fs::write(&path, text).map_err(Error::io(format!("write {}", path.display())))
     };
     write("hostname", format!("{hostname}\n"))?;
     write("resolv.conf", resolv_conf(dns)?)?;
@@ -48,7 +41,7 @@ fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, Error> {
                     Err(e)
                 }
             })
-            .map_err(io_error("read /etc/resolv.conf".into()));
+            .map_err(Error::io("read /etc/resolv.conf"));
     };
     let mut text = String::new();
     for server in &dns.servers {
@@ -65,7 +58,7 @@ fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, Error> {
 
 /// Mounts a tmpfs for the pod's /dev/shm.
 pub fn mount_shm(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(io_error(format!("create {}", path.display())))?;
+    std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let options = format!("mode=1777,size={SHM_SIZE}");
     mount(
@@ -75,9 +68,9 @@ pub fn mount_shm(path: &Path) -> Result<(), Error> {
         flags,
         Some(options.as_str()),
     )
-    .map_err(|e| Error::Setup {
+    .map_err(|source| Error::System {
         what: format!("mount pod /dev/shm at {}", path.display()),
-        reason: e.to_string(),
+        source,
     })
 }
 

@@ -1,12 +1,33 @@
 //! Pinning a pod's namespaces through the `pierd pin-namespaces` helper, and
 //! ending the `pier-infra` process that holds a shared PID namespace.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::container::exits::start_time;
-use crate::error::Error;
 
 use super::SandboxRuntime;
+
+/// Why the pod's namespaces could not be pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("find pierd's own binary for the namespace helper: {0}")]
+    OwnBinary(#[source] std::io::Error),
+    #[error("create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run the namespace helper: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The helper ran and failed; its stderr says why.
+    #[error("pin pod namespaces: {0}")]
+    Helper(String),
+    #[error("start the pod's infra process: pier-infra (pid {0}) exited at once")]
+    InfraExited(i32),
+    #[error("start the pod's infra process: the namespace helper did not report pier-infra's pid")]
+    InfraUnreported,
+}
 
 /// Runs the helper to create and pin the namespaces `runtime` names, with the
 /// pod's hostname and namespaced sysctls applied inside them. For a PID
@@ -15,7 +36,7 @@ pub async fn pin(
     runtime: &mut SandboxRuntime,
     infra: &Path,
     sysctls: &[(String, String)],
-) -> Result<(), Error> {
+) -> Result<(), NamespaceError> {
     let pins = [
         ("--net", &runtime.netns),
         ("--ipc", &runtime.ipcns),
@@ -25,29 +46,26 @@ pub async fn pin(
     if pins.iter().all(|(_, path)| path.is_none()) {
         return Ok(());
     }
-    let setup = |what: String| {
-        move |e: std::io::Error| Error::Setup {
-            what,
-            reason: e.to_string(),
-        }
+    let create_dir = |path: &Path| {
+        std::fs::create_dir_all(path).map_err(|source| NamespaceError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })
     };
-    let exe = std::env::current_exe().map_err(setup(
-        "find pierd's own binary for the namespace helper".into(),
-    ))?;
+    let exe = std::env::current_exe().map_err(NamespaceError::OwnBinary)?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("pin-namespaces");
     for (flag, path) in pins {
         if let Some(path) = path {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(setup(format!("create {}", parent.display())))?;
+                create_dir(parent)?;
             }
             cmd.arg(flag).arg(path);
         }
     }
     if runtime.pidns.is_some() {
         let root = runtime.dir.join("infra");
-        std::fs::create_dir_all(&root).map_err(setup(format!("create {}", root.display())))?;
+        create_dir(&root)?;
         cmd.arg("--infra").arg(infra).arg("--infra-root").arg(root);
     }
     if runtime.utsns.is_some() {
@@ -56,16 +74,12 @@ pub async fn pin(
     for (key, value) in sysctls {
         cmd.arg("--sysctl").arg(format!("{key}={value}"));
     }
-    let output = cmd
-        .output()
-        .await
-        .map_err(setup("run the namespace helper".into()))?;
+    let output = cmd.output().await.map_err(NamespaceError::Spawn)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::Setup {
-            what: "pin pod namespaces".into(),
-            reason: stderr.trim().trim_start_matches("pierd: ").to_owned(),
-        });
+        return Err(NamespaceError::Helper(
+            stderr.trim().trim_start_matches("pierd: ").to_owned(),
+        ));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let infra_pid = stdout
@@ -75,16 +89,10 @@ pub async fn pin(
         // Read now, while it surely runs: the pair identifies it from here on.
         runtime.infra = start_time(pid).map(|started| (pid, started));
         if runtime.infra.is_none() {
-            return Err(Error::Setup {
-                what: "start the pod's infra process".into(),
-                reason: format!("pier-infra (pid {pid}) exited at once"),
-            });
+            return Err(NamespaceError::InfraExited(pid));
         }
     } else if runtime.pidns.is_some() {
-        return Err(Error::Setup {
-            what: "start the pod's infra process".into(),
-            reason: "the namespace helper did not report pier-infra's pid".into(),
-        });
+        return Err(NamespaceError::InfraUnreported);
     }
     Ok(())
 }

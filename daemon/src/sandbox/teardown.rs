@@ -90,10 +90,8 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
         return Ok(());
     };
     if !runtime.dir.as_os_str().is_empty() {
-        files::remove_dir(&runtime.dir).map_err(|e| Error::Setup {
-            what: format!("remove {}", runtime.dir.display()),
-            reason: e.to_string(),
-        })?;
+        files::remove_dir(&runtime.dir)
+            .map_err(Error::io(format!("remove {}", runtime.dir.display())))?;
     }
     // Taken while the row exists: the event names the pod it was.
     let last = match daemon.events.wanted() {

@@ -9,7 +9,7 @@ mod portforward;
 mod protocol;
 mod remotecommand;
 mod spdy;
-mod tokens;
+pub(crate) mod tokens;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,7 +27,7 @@ use crate::container::RUNNING;
 use crate::daemon::Daemon;
 use crate::error::{Error, StartError};
 use crate::sandbox;
-use tokens::{Pending, TokenError, Tokens};
+use tokens::{Pending, Tokens};
 
 /// Requests waiting for their client at once; beyond, Exec and friends
 /// answer RESOURCE_EXHAUSTED until some are used or expire.
@@ -157,13 +157,7 @@ impl Streaming {
 
     fn url_for(&self, pending: Pending) -> Result<String, Error> {
         let kind = pending.kind();
-        let token = self.shared.tokens.insert(pending).map_err(|e| match e {
-            TokenError::Full(_) => Error::ResourceExhausted(e.to_string()),
-            TokenError::Random(_) => Error::Setup {
-                what: "streaming token".into(),
-                reason: e.to_string(),
-            },
-        })?;
+        let token = self.shared.tokens.insert(pending)?;
         Ok(format!("{}/{kind}/{token}", self.base_url))
     }
 }
