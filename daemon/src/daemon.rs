@@ -5,9 +5,8 @@ use std::sync::Arc;
 use pier_storage::{ContainerRecord, Database, DbError, ImageStore, SandboxRecord, SharedDatabase};
 
 use crate::config::Config;
-use crate::container::exits::ExitWatch;
 use crate::error::Error;
-use crate::events::Events;
+use crate::events::{Events, ExitWatch};
 use crate::locks::KeyedLocks;
 
 /// What every CRI request can reach.

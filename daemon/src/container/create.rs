@@ -146,7 +146,7 @@ pub async fn create(
     super::exits::watch(Arc::clone(daemon), id.clone(), runtime.clone());
     tracing::info!(pid = runtime.pid, "container created");
     let created = ContainerEventType::ContainerCreatedEvent;
-    daemon.events.emit(daemon, &sandbox.id, &id, created).await;
+    daemon.events.emit(&**daemon, &sandbox.id, &id, created).await;
     Ok(id)
 }
 

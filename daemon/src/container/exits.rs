@@ -5,53 +5,17 @@
 
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_cri::v1::ContainerEventType;
 use pier_proto::exit_file::{self, ExitStatus};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
 
 use super::{ContainerRuntime, EXITED};
 use crate::daemon::Daemon;
 use pier_storage::db::ContainerProgress;
-
-/// Exit statuses, published as the monitors report them, for StopContainer
-/// to wait on.
-#[derive(Debug, Default)]
-pub struct ExitWatch {
-    channels: Mutex<HashMap<String, watch::Sender<Option<ExitStatus>>>>,
-}
-
-impl ExitWatch {
-    fn sender(&self, id: &str) -> watch::Sender<Option<ExitStatus>> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        channels
-            .entry(id.to_owned())
-            .or_insert_with(|| watch::channel(None).0)
-            .clone()
-    }
-
-    /// Resolves to the container's exit status once it is known.
-    pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<ExitStatus>> {
-        self.sender(id).subscribe()
-    }
-
-    fn publish(&self, id: &str, status: ExitStatus) {
-        self.sender(id).send_replace(Some(status));
-    }
-
-    /// Drops the channel of a removed container.
-    pub fn forget(&self, id: &str) {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-}
 
 /// Start time (clock ticks since boot, field 22 of /proc/<pid>/stat).
 pub fn start_time(pid: i32) -> Option<u64> {

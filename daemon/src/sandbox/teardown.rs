@@ -8,6 +8,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::{NOT_READY, SandboxRuntime, config_of, files, namespaces};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::events::PodSnapshots;
 use crate::network::{cni, conflist::NetworkConfig};
 
 /// Releases the network, namespaces and shm of a sandbox. Failures are
@@ -95,7 +96,7 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
     }
     // Taken while the row exists: the event names the pod it was.
     let last = match daemon.events.wanted() {
-        true => crate::events::snapshot(daemon, &record.id).await,
+        true => daemon.snapshot(&record.id).await,
         false => None,
     };
     let sandbox = record.id.clone();
