@@ -9,11 +9,10 @@ use pier_storage::{DbError, ErrorKind};
 use tonic::{Code, Status};
 
 use crate::container::launch::LaunchError;
-use crate::container::runc::RuncError;
 use crate::container::spec::SpecError;
+use crate::host::{NamespaceError, RuncError};
 use crate::network::cni::CniError;
 use crate::network::conflist::ConflistError;
-use crate::sandbox::NamespaceError;
 use crate::streaming::tokens::TokenError;
 
 /// Why a CRI request failed. Each variant keeps the error that caused it;

@@ -10,6 +10,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod host;
 pub mod ids;
 pub mod locks;
 pub mod logging;

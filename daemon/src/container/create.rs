@@ -10,7 +10,7 @@ use k8s_cri::v1::{CreateContainerRequest, NamespaceMode};
 use pier_storage::ContainerRecord;
 use prost::Message;
 
-use super::launch::{self, Launch};
+use super::launch::Launch;
 use super::spec::{self, SpecInput, UserDb};
 use super::{CREATED, CREATING, ContainerRuntime, lifecycle};
 use crate::daemon::Daemon;
@@ -146,7 +146,10 @@ pub async fn create(
     super::exits::watch(Arc::clone(daemon), id.clone(), runtime.clone());
     tracing::info!(pid = runtime.pid, "container created");
     let created = ContainerEventType::ContainerCreatedEvent;
-    daemon.events.emit(&**daemon, &sandbox.id, &id, created).await;
+    daemon
+        .events
+        .emit(&**daemon, &sandbox.id, &id, created)
+        .await;
     Ok(id)
 }
 
@@ -229,7 +232,8 @@ async fn set_up(
         max_line: logs.max_line_size,
         max_size: logs.max_file_size,
     };
-    let created = tokio::task::spawn_blocking(move || launch::launch(&launch)).await??;
+    let host = Arc::clone(&daemon.host);
+    let created = tokio::task::spawn_blocking(move || host.launch_monitor(&launch)).await??;
     runtime.pid = created.pid;
     runtime.start_time = created.start_time;
     runtime.monitor_pid = created.monitor_pid;

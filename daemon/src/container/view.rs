@@ -168,6 +168,7 @@ impl PodSnapshots for Daemon {
                 }
             };
             let pod = sandbox::status_of(
+                &*self.host,
                 &record,
                 &sandbox::config_of(&record),
                 &SandboxRuntime::from_record(&record),

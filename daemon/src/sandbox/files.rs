@@ -4,12 +4,9 @@
 use std::path::Path;
 
 use k8s_cri::v1::DnsConfig;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::error::Error;
-
-/// Size of the pod's /dev/shm, as Docker and CRI-O default it.
-const SHM_SIZE: &str = "65536k";
+use crate::host::Host;
 
 /// Writes `hostname`, `resolv.conf` and `hosts` into the sandbox dir.
 pub fn write(dir: &Path, hostname: &str, dns: Option<&DnsConfig>) -> Result<(), Error> {
@@ -57,29 +54,12 @@ fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, Error> {
 }
 
 /// Mounts a tmpfs for the pod's /dev/shm.
-pub fn mount_shm(path: &Path) -> Result<(), Error> {
+pub fn mount_shm(host: &dyn Host, path: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))?;
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let options = format!("mode=1777,size={SHM_SIZE}");
-    mount(
-        Some("shm"),
-        path,
-        Some("tmpfs"),
-        flags,
-        Some(options.as_str()),
-    )
-    .map_err(|source| Error::System {
+    host.mount_shm(path).map_err(|source| Error::System {
         what: format!("mount pod /dev/shm at {}", path.display()),
         source,
     })
-}
-
-/// Unmounts the pod's /dev/shm; an absent mount is fine.
-pub fn unmount_shm(path: &Path) {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "unmount pod shm"),
-    }
 }
 
 /// Removes the sandbox dir and everything in it; an absent dir is fine.

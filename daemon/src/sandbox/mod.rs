@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use pier_storage::SandboxRecord;
 
-pub use namespaces::NamespaceError;
 pub use reconcile::reconcile;
 pub use run::run;
 pub use teardown::{remove, stop};

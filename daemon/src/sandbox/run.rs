@@ -116,7 +116,7 @@ async fn set_up(
     }
     if !ns.host_ipc() {
         let shm = runtime.dir.join("shm");
-        files::mount_shm(&shm)?;
+        files::mount_shm(&*daemon.host, &shm)?;
         runtime.shm = Some(shm);
     }
     let pin = |kind: &str| Some(runroot.join(kind).join(id));
@@ -142,7 +142,7 @@ async fn set_up(
         infra.clone()
     };
     save_progress(daemon, id, runtime).await?;
-    namespaces::pin(runtime, &infra, sysctls).await?;
+    namespaces::pin(&*daemon.host, runtime, &infra, sysctls).await?;
 
     let Some(netns) = runtime.netns.clone() else {
         return Ok(());
@@ -161,8 +161,7 @@ async fn set_up(
         runtime_config: &runtime.cni_runtime_config,
     };
     let dirs = &daemon.config.cni.plugin_dirs;
-    cni::add_loopback(dirs, &pod).await?;
-    let result = cni::add(&network, dirs, &pod).await?;
+    let result = daemon.host.network_add(&network, dirs, &pod).await?;
     runtime.ips = cni::result_ips(&result);
     runtime.cni_result = Some(result);
     Ok(())

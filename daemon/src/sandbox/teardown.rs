@@ -33,13 +33,14 @@ pub(super) async fn release(
             runtime_config: &runtime.cni_runtime_config,
         };
         let dirs = &daemon.config.cni.plugin_dirs;
-        if let Err(e) = cni::del(&network, dirs, &pod, runtime.cni_result.as_ref()).await {
+        let added = runtime.cni_result.as_ref();
+        if let Err(e) = daemon.host.network_del(&network, dirs, &pod, added).await {
             tracing::warn!(error = %e, "CNI DEL failed; the network may keep the pod's address");
         }
     }
-    namespaces::unpin(runtime);
+    namespaces::unpin(&*daemon.host, runtime);
     if let Some(shm) = &runtime.shm {
-        files::unmount_shm(shm);
+        daemon.host.unmount_shm(shm);
     }
 }
 
