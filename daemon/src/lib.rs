@@ -22,4 +22,6 @@ pub mod service;
 pub mod socket;
 pub mod status;
 pub mod streaming;
+#[cfg(test)]
+pub mod testing;
 pub mod time;

@@ -8,6 +8,9 @@ pub mod spec;
 pub mod stats;
 mod view;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 use k8s_cri::v1::ContainerConfig;

@@ -6,6 +6,8 @@
 //! so the lifecycle logic above it runs without root, runc or a kernel's
 //! namespaces.
 
+#[cfg(test)]
+pub mod fake;
 pub mod linux;
 mod namespaces;
 mod runc;
