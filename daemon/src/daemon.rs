@@ -1,11 +1,13 @@
 //! The daemon's shared state, handed to every service.
 
+use std::sync::Arc;
+
 use pier_storage::{ContainerRecord, Database, DbError, ImageStore, SandboxRecord, SharedDatabase};
 
 use crate::config::Config;
-use crate::container::exits::ExitWatch;
 use crate::error::Error;
-use crate::events::Events;
+use crate::events::{Events, ExitWatch};
+use crate::host::Host;
 use crate::locks::KeyedLocks;
 
 /// What every CRI request can reach.
@@ -14,6 +16,8 @@ pub struct Daemon {
     /// Serialises calls on one sandbox or container.
     pub locks: KeyedLocks,
     pub images: ImageStore,
+    /// The OCI runtime, monitors, namespaces and CNI: the node itself.
+    pub host: Arc<dyn Host>,
     /// Container exits as the monitors report them.
     pub exits: ExitWatch,
     /// Lifecycle events for GetContainerEvents subscribers.
@@ -22,11 +26,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(config: Config, db: SharedDatabase, images: ImageStore) -> Self {
+    pub fn new(
+        config: Config,
+        db: SharedDatabase,
+        images: ImageStore,
+        host: Arc<dyn Host>,
+    ) -> Self {
         Self {
             config,
             locks: KeyedLocks::default(),
             images,
+            host,
             exits: ExitWatch::default(),
             events: Events::default(),
             db,

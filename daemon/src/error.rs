@@ -2,14 +2,21 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use pier_proto::client::ClientError;
 use pier_storage::{DbError, ErrorKind};
-use tonic::Status;
+use tonic::{Code, Status};
 
+use crate::container::launch::LaunchError;
+use crate::container::spec::SpecError;
+use crate::host::{NamespaceError, RuncError};
 use crate::network::cni::CniError;
 use crate::network::conflist::ConflistError;
+use crate::streaming::tokens::TokenError;
 
-/// Why a CRI request failed.
+/// Why a CRI request failed. Each variant keeps the error that caused it;
+/// [`Status::from`] is the one place a variant gets its gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0} is not implemented by pier yet")]
@@ -18,18 +25,60 @@ pub enum Error {
     InvalidArgument { field: &'static str, reason: String },
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
-    #[error("{what}: {reason}")]
-    Setup { what: String, reason: String },
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    #[error("{command} failed: {message}")]
-    Runtime { command: String, message: String },
+    /// Reading or writing a file or directory; `what` names it.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A system call other than file I/O (a mount, the node's hostname).
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// The OCI spec could not be made from the request.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("write {path}: {source}")]
+    SaveSpec {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// The OCI runtime could not be run, or failed.
+    #[error(transparent)]
+    Runtime(#[from] RuncError),
+    #[error(transparent)]
+    Namespaces(#[from] NamespaceError),
+    #[error("start container monitor: {0}")]
+    Launch(#[from] LaunchError),
+    /// The container ignored SIGKILL for as long as StopContainer waits.
+    #[error("container {id} is still running {waited:?} after SIGKILL")]
+    StillRunning { id: String, waited: Duration },
+    /// The container's monitor no longer answers on its control socket: the
+    /// container exited, or the monitor died.
+    #[error("{what}: the container's monitor is gone ({source})")]
+    MonitorGone {
+        what: String,
+        #[source]
+        source: ClientError,
+    },
+    /// The monitor answered, but the request through it failed.
+    #[error("{what}: {source}")]
+    Monitor {
+        what: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error(transparent)]
     Image(#[from] pier_storage::ImageError),
-    #[error("start container monitor: {0}")]
-    Launch(#[from] crate::container::launch::LaunchError),
     #[error("pod network: {0}")]
     Cni(#[from] CniError),
     #[error("pod network not ready: {0}")]
@@ -40,42 +89,78 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl From<Error> for Status {
-    fn from(error: Error) -> Self {
-        let message = error.to_string();
-        let status = match &error {
-            Error::Unimplemented(_) => Status::unimplemented(message),
-            Error::InvalidArgument { .. } => Status::invalid_argument(message),
-            Error::NotFound { .. } | Error::Db(DbError::NotFound { .. }) => {
-                Status::not_found(message)
+impl Error {
+    /// For `map_err`: an I/O failure while doing `what` (which names the path).
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+
+    /// For `map_err`: a request through a container's monitor that failed
+    /// while doing `what`. A monitor that no longer listens is gone, which
+    /// is not pierd's failure but the container's state.
+    pub fn monitor(what: impl Into<String>) -> impl FnOnce(ClientError) -> Self {
+        let what = what.into();
+        move |source| {
+            let gone = matches!(
+                &source,
+                ClientError::Connect { source, .. }
+                    if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused)
+            );
+            if gone {
+                Self::MonitorGone { what, source }
+            } else {
+                Self::Monitor { what, source }
             }
-            Error::NetworkNotReady(_) | Error::FailedPrecondition(_) => {
-                Status::failed_precondition(message)
+        }
+    }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::InvalidArgument { .. } | Error::Spec(SpecError::Invalid { .. }) => {
+                Code::InvalidArgument
             }
-            Error::ResourceExhausted(_) => Status::resource_exhausted(message),
+            Error::NotFound { .. } | Error::Db(DbError::NotFound { .. }) => Code::NotFound,
+            Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => Code::AlreadyExists,
+            Error::FailedPrecondition(_)
+            | Error::NetworkNotReady(_)
+            | Error::MonitorGone { .. } => Code::FailedPrecondition,
+            Error::Token(TokenError::Full(_)) => Code::ResourceExhausted,
+            Error::StillRunning { .. } => Code::DeadlineExceeded,
             Error::Image(e) => match e.kind() {
-                ErrorKind::InvalidArgument => Status::invalid_argument(message),
-                ErrorKind::NotFound => Status::not_found(message),
-                ErrorKind::Unauthenticated => Status::unauthenticated(message),
-                ErrorKind::Unavailable => Status::unavailable(message),
-                ErrorKind::FailedPrecondition => Status::failed_precondition(message),
-                ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
-                ErrorKind::DataLoss => Status::data_loss(message),
-                ErrorKind::Internal => Status::internal(message),
+                ErrorKind::InvalidArgument => Code::InvalidArgument,
+                ErrorKind::NotFound => Code::NotFound,
+                ErrorKind::Unauthenticated => Code::Unauthenticated,
+                ErrorKind::Unavailable => Code::Unavailable,
+                ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+                ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+                ErrorKind::DataLoss => Code::DataLoss,
+                ErrorKind::Internal => Code::Internal,
             },
-            Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => {
-                Status::already_exists(message)
-            }
-            Error::Setup { .. }
-            | Error::Runtime { .. }
+            Error::Io { .. }
+            | Error::System { .. }
+            | Error::Spec(_)
+            | Error::SaveSpec { .. }
+            | Error::Runtime(_)
+            | Error::Namespaces(_)
             | Error::Launch(_)
+            | Error::Monitor { .. }
+            | Error::Token(_)
             | Error::Cni(_)
             | Error::Db(_)
-            | Error::Task(_) => Status::internal(message),
-        };
+            | Error::Task(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let status = Status::new(error.code(), error.to_string());
         // Logged inside the request's span, so the method and ids come along.
         match status.code() {
-            tonic::Code::Internal => tracing::error!(error = %status.message(), "request failed"),
+            Code::Internal => tracing::error!(error = %status.message(), "request failed"),
             _ => {
                 tracing::info!(code = ?status.code(), error = %status.message(), "request refused")
             }
@@ -114,4 +199,207 @@ pub enum StartError {
     Signal(io::Error),
     #[error("database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The status a request would get, checked to name `names` in its message.
+    fn answer(error: Error, names: &[&str]) -> Code {
+        let status = Status::from(error);
+        for name in names {
+            assert!(
+                status.message().contains(name),
+                "{:?} does not name {name:?}",
+                status.message()
+            );
+        }
+        status.code()
+    }
+
+    fn refused() -> io::Error {
+        io::Error::from(io::ErrorKind::ConnectionRefused)
+    }
+
+    #[test]
+    fn requests_pier_does_not_serve_are_unimplemented_naming_the_rpc() {
+        let code = answer(Error::Unimplemented("CheckpointContainer"), &["Checkpoint"]);
+        assert_eq!(code, Code::Unimplemented);
+    }
+
+    #[test]
+    fn bad_arguments_are_invalid_naming_the_field() {
+        let direct = Error::InvalidArgument {
+            field: "config.metadata.name",
+            reason: "must not be empty".into(),
+        };
+        assert_eq!(
+            answer(direct, &["config.metadata.name"]),
+            Code::InvalidArgument
+        );
+        let from_spec = Error::from(SpecError::invalid("config.linux.resources", "bad"));
+        assert_eq!(
+            answer(from_spec, &["config.linux.resources"]),
+            Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found_and_taken_names_already_exist() {
+        let missing = Error::NotFound {
+            kind: "container",
+            id: "abc".into(),
+        };
+        assert_eq!(answer(missing, &["container abc"]), Code::NotFound);
+        let gone_row = Error::Db(DbError::NotFound {
+            kind: "sandbox",
+            id: "def".into(),
+        });
+        assert_eq!(answer(gone_row, &["def"]), Code::NotFound);
+        let image = Error::Image(pier_storage::ImageError::NotFound {
+            image: "busybox".into(),
+        });
+        assert_eq!(answer(image, &["busybox"]), Code::NotFound);
+        let taken = Error::Db(DbError::NameTaken {
+            kind: "container",
+            name: "web".into(),
+            holder: "abc".into(),
+        });
+        assert_eq!(answer(taken, &["web", "abc"]), Code::AlreadyExists);
+    }
+
+    #[test]
+    fn what_the_node_or_the_container_is_not_ready_for_fails_a_precondition() {
+        let state = Error::FailedPrecondition("container abc is not running".into());
+        assert_eq!(answer(state, &["abc"]), Code::FailedPrecondition);
+        let network = Error::from(ConflistError::NoNetwork {
+            dir: "/etc/cni/net.d".into(),
+        });
+        assert_eq!(
+            answer(network, &["/etc/cni/net.d"]),
+            Code::FailedPrecondition
+        );
+    }
+
+    #[test]
+    fn a_monitor_that_is_gone_says_so_and_is_no_internal_error() {
+        let connect = ClientError::Connect {
+            path: "/run/pier/containers/abc/monitor.sock".into(),
+            source: refused(),
+        };
+        let error = Error::monitor("exec in container abc")(connect);
+        assert!(matches!(error, Error::MonitorGone { .. }), "{error:?}");
+        assert!(error.source().is_some(), "the connect error is kept");
+        let code = answer(error, &["exec in container abc", "monitor is gone"]);
+        assert_eq!(code, Code::FailedPrecondition);
+
+        let refused_request = ClientError::Refused("no such exec session".into());
+        let error = Error::monitor("reopen the log of container abc")(refused_request);
+        assert!(matches!(error, Error::Monitor { .. }), "{error:?}");
+        let code = answer(error, &["reopen the log of container abc", "no such exec"]);
+        assert_eq!(code, Code::Internal);
+    }
+
+    #[test]
+    fn a_container_that_survives_sigkill_exceeds_the_stop_deadline() {
+        let error = Error::StillRunning {
+            id: "abc".into(),
+            waited: Duration::from_secs(10),
+        };
+        let code = answer(error, &["container abc", "SIGKILL"]);
+        assert_eq!(code, Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn too_many_waiting_streams_exhaust_a_resource_and_no_randomness_is_internal() {
+        let full = Error::from(TokenError::Full(1000));
+        assert_eq!(answer(full, &["1000"]), Code::ResourceExhausted);
+        let random = Error::from(TokenError::Random("getrandom: EAGAIN".into()));
+        assert_eq!(answer(random, &["random", "EAGAIN"]), Code::Internal);
+    }
+
+    #[test]
+    fn node_failures_are_internal_naming_what_failed_and_keeping_the_cause() {
+        let cases = [
+            (
+                Error::io("create /run/pier/sandboxes/abc")(io::Error::from(
+                    io::ErrorKind::PermissionDenied,
+                )),
+                "/run/pier/sandboxes/abc",
+            ),
+            (
+                Error::System {
+                    what: "mount pod /dev/shm at /run/pier/sandboxes/abc/shm".into(),
+                    source: nix::Error::EPERM,
+                },
+                "/dev/shm",
+            ),
+            (
+                Error::SaveSpec {
+                    path: "/var/lib/pier/containers/abc/bundle/config.json".into(),
+                    source: oci_spec::OciSpecError::Io(refused()),
+                },
+                "config.json",
+            ),
+            (
+                Error::from(RuncError::Spawn {
+                    binary: "/usr/sbin/runc".into(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                }),
+                "/usr/sbin/runc",
+            ),
+            (
+                Error::from(NamespaceError::Spawn(io::Error::from(
+                    io::ErrorKind::NotFound,
+                ))),
+                "namespace helper",
+            ),
+            (
+                Error::from(CniError::Spawn {
+                    plugin: "bridge".into(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                }),
+                "bridge",
+            ),
+        ];
+        for (error, names) in cases {
+            assert!(error.source().is_some(), "{error:?} keeps its cause");
+            assert_eq!(answer(error, &[names]), Code::Internal);
+        }
+    }
+
+    #[test]
+    fn runtime_and_monitor_failures_are_internal_with_the_runtimes_words() {
+        let runc = Error::from(RuncError::Failed {
+            command: "runc start abc".into(),
+            stderr: "container not created".into(),
+        });
+        assert_eq!(
+            answer(runc, &["runc start abc", "container not created"]),
+            Code::Internal
+        );
+        let create = Error::from(LaunchError::Runtime("exec format error".into()));
+        assert_eq!(
+            answer(create, &["monitor", "exec format error"]),
+            Code::Internal
+        );
+        let helper = Error::from(NamespaceError::Helper("unshare: EPERM".into()));
+        assert_eq!(
+            answer(helper, &["pin pod namespaces", "EPERM"]),
+            Code::Internal
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_is_internal() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let Err(join) = task.await else {
+            panic!("an aborted task fails")
+        };
+        assert_eq!(answer(Error::from(join), &["task"]), Code::Internal);
+    }
 }

@@ -1,14 +1,17 @@
-//! Container lifecycle events for `GetContainerEvents` (kubelet's evented
-//! PLEG): each event carries the pod's status and all its containers'
-//! statuses as they are right after the change, so kubelet can update its
-//! cache without another call.
+//! What happened to containers, for whoever waits on it: lifecycle events
+//! for `GetContainerEvents` (kubelet's evented PLEG), each carrying the
+//! pod's status and all its containers' statuses as they are right after
+//! the change, so kubelet can update its cache without another call; and
+//! each container's exit status, for StopContainer to wait on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use k8s_cri::v1::{ContainerEventResponse, ContainerEventType, ContainerStatus, PodSandboxStatus};
-use tokio::sync::broadcast;
+use pier_proto::exit_file::ExitStatus;
+use tokio::sync::{broadcast, watch};
 
-use crate::container::{self, ContainerRuntime};
-use crate::daemon::Daemon;
-use crate::sandbox::{self, SandboxRuntime};
+use futures_util::future::BoxFuture;
 
 /// Events a subscriber may fall behind by before its stream is ended; it
 /// then relists, as kubelet does on any stream error.
@@ -16,6 +19,13 @@ const BACKLOG: usize = 1024;
 
 /// What a pod looked like at one moment: its status and its containers'.
 pub type PodSnapshot = (PodSandboxStatus, Vec<ContainerStatus>);
+
+/// Reads a pod as it is now, for the events about it. The daemon is one
+/// (`container::view`), so events need not know how a pod is stored.
+pub trait PodSnapshots: Sync {
+    /// The pod's status and its containers' statuses, or `None` if it is gone.
+    fn snapshot<'a>(&'a self, sandbox_id: &'a str) -> BoxFuture<'a, Option<PodSnapshot>>;
+}
 
 #[derive(Debug)]
 pub struct Events {
@@ -42,10 +52,10 @@ impl Events {
     }
 
     /// Sends an event about `subject` (a container, or the sandbox itself)
-    /// with the pod as it is now.
+    /// with the pod as `pods` reads it now.
     pub async fn emit(
         &self,
-        daemon: &Daemon,
+        pods: &dyn PodSnapshots,
         sandbox_id: &str,
         subject: &str,
         kind: ContainerEventType,
@@ -53,7 +63,7 @@ impl Events {
         if !self.wanted() {
             return;
         }
-        if let Some(snapshot) = snapshot(daemon, sandbox_id).await {
+        if let Some(snapshot) = pods.snapshot(sandbox_id).await {
             self.send(subject, kind, snapshot);
         }
     }
@@ -73,33 +83,37 @@ impl Events {
     }
 }
 
-/// The pod's status and its containers' statuses, or `None` if it is gone.
-pub async fn snapshot(daemon: &Daemon, sandbox_id: &str) -> Option<PodSnapshot> {
-    let id = sandbox_id.to_owned();
-    let read = daemon
-        .db(move |db| {
-            let Some(sandbox) = db.sandbox(&id)? else {
-                return Ok(None);
-            };
-            Ok(Some((sandbox, db.containers_in_sandbox(&id)?)))
-        })
-        .await;
-    let (record, containers) = match read {
-        Ok(Some(found)) => found,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!(pod_id = %sandbox_id, error = %e, "read the pod for a container event");
-            return None;
-        }
-    };
-    let pod = sandbox::status_of(
-        &record,
-        &sandbox::config_of(&record),
-        &SandboxRuntime::from_record(&record),
-    );
-    let containers = containers
-        .iter()
-        .map(|c| container::status_of(c, &ContainerRuntime::from_record(c)))
-        .collect();
-    Some((pod, containers))
+/// Exit statuses, published as the monitors report them, for StopContainer
+/// to wait on.
+#[derive(Debug, Default)]
+pub struct ExitWatch {
+    channels: Mutex<HashMap<String, watch::Sender<Option<ExitStatus>>>>,
+}
+
+impl ExitWatch {
+    fn sender(&self, id: &str) -> watch::Sender<Option<ExitStatus>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels
+            .entry(id.to_owned())
+            .or_insert_with(|| watch::channel(None).0)
+            .clone()
+    }
+
+    /// Resolves to the container's exit status once it is known.
+    pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<ExitStatus>> {
+        self.sender(id).subscribe()
+    }
+
+    /// Records the container's exit for everyone waiting on it.
+    pub fn publish(&self, id: &str, status: ExitStatus) {
+        self.sender(id).send_replace(Some(status));
+    }
+
+    /// Drops the channel of a removed container.
+    pub fn forget(&self, id: &str) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
 }

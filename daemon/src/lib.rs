@@ -10,6 +10,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod host;
 pub mod ids;
 pub mod locks;
 pub mod logging;
@@ -21,4 +22,6 @@ pub mod service;
 pub mod socket;
 pub mod status;
 pub mod streaming;
+#[cfg(test)]
+pub mod testing;
 pub mod time;

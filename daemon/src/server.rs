@@ -17,6 +17,7 @@ use crate::authority::AuthorityRepair;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::error::StartError;
+use crate::host::linux::LinuxHost;
 use crate::service::{ImageService, RuntimeService};
 use crate::socket;
 use crate::streaming::Streaming;
@@ -50,7 +51,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         Arc::clone(&db),
     )
     .await?;
-    let daemon = Arc::new(Daemon::new(config, db, images));
+    let daemon = Arc::new(Daemon::new(config, db, images, Arc::new(LinuxHost)));
     // Container exits are watched before anything else reads their state.
     if let Err(e) = crate::container::reconcile(&daemon).await {
         tracing::error!(error = %e, "reconciling containers failed");

@@ -11,7 +11,7 @@ use pier_proto::args::MonitorArgs;
 use pier_storage::ContainerRecord;
 use prost::Message;
 
-use super::launch::{self, Launch};
+use super::launch::Launch;
 use super::spec::{self, SpecInput, UserDb};
 use super::{CREATED, CREATING, ContainerRuntime, lifecycle};
 use crate::daemon::Daemon;
@@ -62,10 +62,7 @@ pub async fn create(
             id: format!("{image_ref} (pull it first)"),
         })?;
 
-    let id = crate::ids::new_id().map_err(|e| Error::Setup {
-        what: "generate a container id".into(),
-        reason: e.to_string(),
-    })?;
+    let id = crate::ids::new_id().map_err(Error::io("generate a container id"))?;
     tracing::Span::current().record("container_id", id.as_str());
     let _guard = daemon.locks.lock(&id).await;
     let handler_name = if sandbox.runtime_handler.is_empty() {
@@ -146,7 +143,10 @@ pub async fn create(
     super::exits::watch(Arc::clone(daemon), id.clone(), runtime.clone());
     tracing::info!(pid = runtime.pid, "container created");
     let created = ContainerEventType::ContainerCreatedEvent;
-    daemon.events.emit(daemon, &sandbox.id, &id, created).await;
+    daemon
+        .events
+        .emit(&**daemon, &sandbox.id, &id, created)
+        .await;
     Ok(id)
 }
 
@@ -160,17 +160,12 @@ async fn set_up(
     image: &pier_storage::Image,
     runtime: &mut ContainerRuntime,
 ) -> Result<(), Error> {
-    let io = |what: String| {
-        move |e: std::io::Error| Error::Setup {
-            what,
-            reason: e.to_string(),
-        }
-    };
     for dir in [&runtime.bundle, &runtime.runtime_dir, &runtime.exit_dirs[1]] {
-        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     }
     if let Some(parent) = runtime.log_path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(Error::io(format!("create {}", parent.display())))?;
     }
     runtime.rootfs = daemon.images.create_rootfs(id, &image.id).await?;
 
@@ -192,13 +187,7 @@ async fn set_up(
         target_pid_namespace,
         cgroups_path: spec::cgroups_path(daemon.config.runtime.cgroup_manager, parent, id),
     };
-    let oci = spec::generate(&input).map_err(|e| match e {
-        spec::SpecError::Invalid { field, reason } => Error::InvalidArgument { field, reason },
-        other => Error::Setup {
-            what: "generate the OCI spec".into(),
-            reason: other.to_string(),
-        },
-    })?;
+    let oci = spec::generate(&input)?;
     runtime.user = oci.process().as_ref().map(|p| {
         let user = p.user();
         k8s_cri::v1::LinuxContainerUser {
@@ -213,9 +202,9 @@ async fn set_up(
         }
     });
     let config_json = runtime.bundle.join("config.json");
-    oci.save(&config_json).map_err(|e| Error::Setup {
-        what: format!("write {}", config_json.display()),
-        reason: e.to_string(),
+    oci.save(&config_json).map_err(|source| Error::SaveSpec {
+        path: config_json.clone(),
+        source,
     })?;
 
     let monitor =
@@ -244,7 +233,8 @@ async fn set_up(
             log_max_size: logs.max_file_size,
         },
     };
-    let created = tokio::task::spawn_blocking(move || launch::launch(&launch)).await??;
+    let host = Arc::clone(&daemon.host);
+    let created = tokio::task::spawn_blocking(move || host.launch_monitor(&launch)).await??;
     runtime.pid = created.pid;
     runtime.start_time = created.start_time;
     runtime.monitor_pid = created.monitor_pid;

@@ -1,86 +1,23 @@
-//! Noticing container exits without polling: a pidfd on each container's
-//! monitor becomes readable when the monitor exits, which it does only after
-//! the exit file is on disk. One small task per running container, woken
-//! once, so the cost does not grow with a polling interval.
+//! Noticing container exits without polling: the host tells when each
+//! container's monitor exits (through a pidfd), which the monitor does only
+//! after the exit file is on disk. One small task per running container,
+//! woken once, so the cost does not grow with a polling interval.
 
-#![allow(unsafe_code)]
-
-use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use k8s_cri::v1::ContainerEventType;
 use pier_proto::exit_file::{self, ExitStatus};
 use pier_proto::files;
-use pier_proto::proc_stat::start_time;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::watch;
 
 use super::{ContainerRuntime, EXITED};
 use crate::daemon::Daemon;
 use pier_storage::db::ContainerProgress;
 
-/// Exit statuses, published as the monitors report them, for StopContainer
-/// to wait on.
-#[derive(Debug, Default)]
-pub struct ExitWatch {
-    channels: Mutex<HashMap<String, watch::Sender<Option<ExitStatus>>>>,
-}
-
-impl ExitWatch {
-    fn sender(&self, id: &str) -> watch::Sender<Option<ExitStatus>> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        channels
-            .entry(id.to_owned())
-            .or_insert_with(|| watch::channel(None).0)
-            .clone()
-    }
-
-    /// Resolves to the container's exit status once it is known.
-    pub fn subscribe(&self, id: &str) -> watch::Receiver<Option<ExitStatus>> {
-        self.sender(id).subscribe()
-    }
-
-    fn publish(&self, id: &str, status: ExitStatus) {
-        self.sender(id).send_replace(Some(status));
-    }
-
-    /// Drops the channel of a removed container.
-    pub fn forget(&self, id: &str) {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-}
-
-/// A pidfd for the process (pid, start time), or `None` if that process is gone.
-fn pidfd(pid: i32, started: u64) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // The pid may have been recycled before the pidfd was opened: only the
-    // start time proves it is still our monitor.
-    (start_time(pid) == Some(started)).then_some(fd)
-}
-
 /// Watches the container's monitor and records the exit when it comes.
 pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
     tokio::spawn(async move {
-        if let Some(fd) = pidfd(runtime.monitor_pid, runtime.monitor_start_time) {
-            // SAFETY: the AsyncFd takes ownership of the OwnedFd, which stays
-            // open and unchanged until the AsyncFd is dropped.
-            match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
-                Ok(fd) => {
-                    let _ = fd.readable().await;
-                }
-                Err(e) => tracing::warn!(container_id = %id, error = %e, "cannot watch monitor"),
-            }
+        if let Err(e) = daemon.host.wait_exit(runtime.monitor()).await {
+            tracing::warn!(container_id = %id, error = %e, "cannot watch monitor");
         }
         if let Err(e) = record_exit(&daemon, &id, &runtime).await {
             tracing::error!(container_id = %id, error = %e, "recording container exit failed");
@@ -90,8 +27,7 @@ pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
         // RemoveContainer. For a container without a PID namespace of its
         // own this also kills what its main process left running, as
         // kubelet expects of an exited container.
-        let args = ["delete", "--force", id.as_str()];
-        if let Err(e) = super::runc::run(&runtime.runtime, &runtime.runtime_root, &args).await {
+        if let Err(e) = daemon.host.runtime_delete(runtime.oci(), &id).await {
             tracing::debug!(container_id = %id, error = %e, "runtime delete after exit");
         }
     });
@@ -166,20 +102,4 @@ pub async fn record_exit(
         daemon.events.emit(daemon, &sandbox_id, id, stopped).await;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_start_time_is_readable_and_a_pidfd_checks_it() {
-        let pid = std::process::id() as i32;
-        let started = start_time(pid).expect("start time");
-        assert!(pidfd(pid, started).is_some());
-        assert!(
-            pidfd(pid, started + 1).is_none(),
-            "a different start time is another process"
-        );
-    }
 }

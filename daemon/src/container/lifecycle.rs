@@ -8,9 +8,10 @@ use std::time::Duration;
 use pier_proto::client::Client;
 use pier_storage::db::ContainerProgress;
 
-use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits, runc};
+use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::host::OciRuntime;
 
 /// How long a container gets to exit after SIGKILL before Stop gives up.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -43,12 +44,7 @@ pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
     // show a finish time earlier than its start time.
     let mut started = progress(RUNNING);
     started.started_at = crate::time::now_ns();
-    runc::run(
-        &runtime.runtime,
-        &runtime.runtime_root,
-        &["start", &record.id],
-    )
-    .await?;
+    daemon.host.runtime_start(runtime.oci(), &record.id).await?;
     let row = record.id.clone();
     // The exit watcher may already have recorded a container that exited at
     // once; never overwrite that with `running`.
@@ -104,7 +100,7 @@ async fn stop_locked(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Erro
         } else {
             &runtime.stop_signal
         };
-        kill(&runtime, id, signal).await;
+        kill(daemon, &runtime, id, signal).await;
         let waited = tokio::time::timeout(
             Duration::from_secs(timeout as u64),
             exited.wait_for(Option::is_some),
@@ -114,26 +110,20 @@ async fn stop_locked(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Erro
             return Ok(());
         }
     }
-    kill(&runtime, id, "SIGKILL").await;
+    kill(daemon, &runtime, id, "SIGKILL").await;
     match tokio::time::timeout(KILL_GRACE, exited.wait_for(Option::is_some)).await {
         Ok(_) => Ok(()),
-        Err(_) => Err(Error::Setup {
-            what: format!("stop container {id}"),
-            reason: format!("still running {KILL_GRACE:?} after SIGKILL"),
+        Err(_) => Err(Error::StillRunning {
+            id: id.to_owned(),
+            waited: KILL_GRACE,
         }),
     }
 }
 
 /// Signals the container's processes. A container that is already gone
 /// makes runc fail; that is not an error here.
-async fn kill(runtime: &ContainerRuntime, id: &str, signal: &str) {
-    if let Err(e) = runc::run(
-        &runtime.runtime,
-        &runtime.runtime_root,
-        &["kill", "--all", id, signal],
-    )
-    .await
-    {
+async fn kill(daemon: &Daemon, runtime: &ContainerRuntime, id: &str, signal: &str) {
+    if let Err(e) = daemon.host.runtime_kill(runtime.oci(), id, signal).await {
         tracing::debug!(error = %e, signal, "runc kill");
     }
 }
@@ -168,12 +158,7 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     let exit_known = daemon.exits.subscribe(id).borrow().is_some();
     let has_state = runtime.runtime_root.join(id).exists();
     if has_state && !exit_known && !runtime.runtime.as_os_str().is_empty() {
-        let _ = runc::run(
-            &runtime.runtime,
-            &runtime.runtime_root,
-            &["delete", "--force", id],
-        )
-        .await;
+        let _ = daemon.host.runtime_delete(runtime.oci(), id).await;
     }
     let runtime_done = began.elapsed();
     // Rootfs, writable layer, bundle and durable exit file: one folder.
@@ -240,14 +225,10 @@ pub async fn update_resources(
     }
     let runtime = ContainerRuntime::from_record(&record);
     let input = json.to_string();
-    let args = ["update", "--resources", "-", record.id.as_str()];
-    runc::run_with_input(
-        &runtime.runtime,
-        &runtime.runtime_root,
-        &args,
-        Some(input.as_bytes()),
-    )
-    .await?;
+    daemon
+        .host
+        .runtime_update(runtime.oci(), &record.id, input.as_bytes())
+        .await?;
     let mut config = super::config_of(&record);
     config.linux.get_or_insert_default().resources = Some(resources);
     let bytes = prost::Message::encode_to_vec(&config);
@@ -286,10 +267,7 @@ pub async fn exec_sync(
         client.exec(cmd, Vec::new(), timeout)
     })
     .await?;
-    result.map_err(|e| Error::Setup {
-        what: format!("exec in container {}", record.id),
-        reason: e.to_string(),
-    })
+    result.map_err(Error::monitor(format!("exec in container {}", record.id)))
 }
 
 /// Asks the monitor to reopen the log file after kubelet rotated it.
@@ -302,12 +280,10 @@ pub async fn reopen_log(daemon: &Daemon, id: &str) -> Result<(), Error> {
         )));
     }
     let socket = ContainerRuntime::from_record(&record).control_socket();
+    let what = format!("reopen the log of container {}", record.id);
     tokio::task::spawn_blocking(move || Client::connect(&socket)?.reopen_log())
         .await?
-        .map_err(|e| Error::Setup {
-            what: "reopen container log".into(),
-            reason: e.to_string(),
-        })
+        .map_err(Error::monitor(what))
 }
 
 /// At startup: watch the monitors still alive (their containers go on),
@@ -320,11 +296,8 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
         match record.state.as_str() {
             CREATING => {
                 tracing::warn!(container_id = %record.id, "removing a container whose create was interrupted");
-                if runtime.monitor_pid > 0
-                    && pier_proto::proc_stat::start_time(runtime.monitor_pid)
-                        == Some(runtime.monitor_start_time)
-                {
-                    kill(&runtime, &record.id, "SIGKILL").await;
+                if runtime.monitor_pid > 0 && daemon.host.is_alive(runtime.monitor()) {
+                    kill(daemon, &runtime, &record.id, "SIGKILL").await;
                 }
                 discard(daemon, &record.id, &runtime).await;
             }
@@ -361,7 +334,11 @@ async fn sweep_runtime_state(daemon: &Daemon) -> Result<(), Error> {
                 continue;
             }
             tracing::info!(container_id = %id, "deleting runtime state left by an exited container");
-            if let Err(e) = runc::run(&binary, &root, &["delete", "--force", &id]).await {
+            let oci = OciRuntime {
+                binary: &binary,
+                root: &root,
+            };
+            if let Err(e) = daemon.host.runtime_delete(oci, &id).await {
                 tracing::warn!(container_id = %id, error = %e, "runtime delete");
             }
         }

@@ -4,10 +4,12 @@ mod create;
 pub mod exits;
 pub mod launch;
 mod lifecycle;
-mod runc;
 pub mod spec;
 pub mod stats;
 mod view;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
@@ -15,6 +17,8 @@ use k8s_cri::v1::ContainerConfig;
 use pier_storage::ContainerRecord;
 use prost::Message;
 use serde::{Deserialize, Serialize};
+
+use crate::host::{OciRuntime, Process};
 
 pub use create::create;
 pub use lifecycle::{
@@ -70,6 +74,22 @@ impl ContainerRuntime {
 
     pub fn control_socket(&self) -> PathBuf {
         self.runtime_dir.join(pier_proto::CONTROL_SOCKET)
+    }
+
+    /// The OCI runtime that runs the container.
+    pub fn oci(&self) -> OciRuntime<'_> {
+        OciRuntime {
+            binary: &self.runtime,
+            root: &self.runtime_root,
+        }
+    }
+
+    /// The container's monitor process.
+    pub fn monitor(&self) -> Process {
+        Process {
+            pid: self.monitor_pid,
+            start_time: self.monitor_start_time,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use futures_util::future::BoxFuture;
 use k8s_cri::v1::{
     Container, ContainerConfig, ContainerFilter, ContainerResources, ContainerState,
     ContainerStatus, ContainerUser, ImageSpec,
@@ -12,6 +13,8 @@ use serde_json::json;
 use super::{CREATED, ContainerRuntime, EXITED, RUNNING, config_of};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::events::{PodSnapshot, PodSnapshots};
+use crate::sandbox::{self, SandboxRuntime};
 
 fn state(record: &ContainerRecord) -> ContainerState {
     match record.state.as_str() {
@@ -141,4 +144,40 @@ pub async fn list(
             annotations: config.annotations,
         })
         .collect())
+}
+
+/// A pod as events carry it: the sandbox's status and its containers'.
+impl PodSnapshots for Daemon {
+    fn snapshot<'a>(&'a self, sandbox_id: &'a str) -> BoxFuture<'a, Option<PodSnapshot>> {
+        Box::pin(async move {
+            let id = sandbox_id.to_owned();
+            let read = self
+                .db(move |db| {
+                    let Some(sandbox) = db.sandbox(&id)? else {
+                        return Ok(None);
+                    };
+                    Ok(Some((sandbox, db.containers_in_sandbox(&id)?)))
+                })
+                .await;
+            let (record, containers) = match read {
+                Ok(Some(found)) => found,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(pod_id = %sandbox_id, error = %e, "read the pod for a container event");
+                    return None;
+                }
+            };
+            let pod = sandbox::status_of(
+                &*self.host,
+                &record,
+                &sandbox::config_of(&record),
+                &SandboxRuntime::from_record(&record),
+            );
+            let containers = containers
+                .iter()
+                .map(|c| status_of(c, &ContainerRuntime::from_record(c)))
+                .collect();
+            Some((pod, containers))
+        })
+    }
 }

@@ -4,25 +4,15 @@
 use std::path::Path;
 
 use k8s_cri::v1::DnsConfig;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::error::Error;
-
-/// Size of the pod's /dev/shm, as Docker and CRI-O default it.
-const SHM_SIZE: &str = "65536k";
-
-fn io_error(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::Setup {
-        what,
-        reason: e.to_string(),
-    }
-}
+use crate::host::Host;
 
 /// Writes `hostname`, `resolv.conf` and `hosts` into the sandbox dir.
 pub fn write(dir: &Path, hostname: &str, dns: Option<&DnsConfig>) -> Result<(), Error> {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(io_error(format!("write {}", path.display())))
+        std::fs::write(&path, text).map_err(Error::io(format!("write {}", path.display())))
     };
     write("hostname", format!("{hostname}\n"))?;
     write("resolv.conf", resolv_conf(dns)?)?;
@@ -48,7 +38,7 @@ fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, Error> {
                     Err(e)
                 }
             })
-            .map_err(io_error("read /etc/resolv.conf".into()));
+            .map_err(Error::io("read /etc/resolv.conf"));
     };
     let mut text = String::new();
     for server in &dns.servers {
@@ -64,29 +54,12 @@ fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, Error> {
 }
 
 /// Mounts a tmpfs for the pod's /dev/shm.
-pub fn mount_shm(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(io_error(format!("create {}", path.display())))?;
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let options = format!("mode=1777,size={SHM_SIZE}");
-    mount(
-        Some("shm"),
-        path,
-        Some("tmpfs"),
-        flags,
-        Some(options.as_str()),
-    )
-    .map_err(|e| Error::Setup {
+pub fn mount_shm(host: &dyn Host, path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(Error::io(format!("create {}", path.display())))?;
+    host.mount_shm(path).map_err(|source| Error::System {
         what: format!("mount pod /dev/shm at {}", path.display()),
-        reason: e.to_string(),
+        source,
     })
-}
-
-/// Unmounts the pod's /dev/shm; an absent mount is fine.
-pub fn unmount_shm(path: &Path) {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "unmount pod shm"),
-    }
 }
 
 /// Removes the sandbox dir and everything in it; an absent dir is fine.

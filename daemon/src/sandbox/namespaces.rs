@@ -1,112 +1,66 @@
-//! Pinning a pod's namespaces through the `pierd pin-namespaces` helper, and
-//! ending the `pier-infra` process that holds a shared PID namespace.
+//! Pinning a pod's namespaces, and ending the `pier-infra` process that
+//! holds a shared PID namespace, through the host.
 
 use std::path::Path;
 
-use pier_proto::proc_stat::start_time;
-
-use crate::error::Error;
+use crate::host::{Host, NamespaceError, Process};
+use crate::pinns::PinRequest;
 
 use super::SandboxRuntime;
 
-/// Runs the helper to create and pin the namespaces `runtime` names, with the
-/// pod's hostname and namespaced sysctls applied inside them. For a PID
-/// namespace the helper also starts `pier-infra`, recorded in `runtime.infra`.
+/// Creates and pins the namespaces `runtime` names, with the pod's hostname
+/// and namespaced sysctls applied inside them. For a PID namespace the
+/// helper also starts `pier-infra`, recorded in `runtime.infra`.
 pub async fn pin(
+    host: &dyn Host,
     runtime: &mut SandboxRuntime,
     infra: &Path,
     sysctls: &[(String, String)],
-) -> Result<(), Error> {
+) -> Result<(), NamespaceError> {
     let pins = [
-        ("--net", &runtime.netns),
-        ("--ipc", &runtime.ipcns),
-        ("--uts", &runtime.utsns),
-        ("--pid", &runtime.pidns),
+        &runtime.netns,
+        &runtime.ipcns,
+        &runtime.utsns,
+        &runtime.pidns,
     ];
-    if pins.iter().all(|(_, path)| path.is_none()) {
+    if pins.iter().all(|path| path.is_none()) {
         return Ok(());
     }
-    let setup = |what: String| {
-        move |e: std::io::Error| Error::Setup {
-            what,
-            reason: e.to_string(),
-        }
+    let shared_pid = runtime.pidns.is_some();
+    let request = PinRequest {
+        net: runtime.netns.clone(),
+        ipc: runtime.ipcns.clone(),
+        uts: runtime.utsns.clone(),
+        pid: runtime.pidns.clone(),
+        infra: shared_pid.then(|| infra.to_owned()),
+        infra_root: shared_pid.then(|| runtime.dir.join("infra")),
+        hostname: runtime.utsns.is_some().then(|| runtime.hostname.clone()),
+        sysctls: sysctls.to_vec(),
     };
-    let exe = std::env::current_exe().map_err(setup(
-        "find pierd's own binary for the namespace helper".into(),
-    ))?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("pin-namespaces");
-    for (flag, path) in pins {
-        if let Some(path) = path {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(setup(format!("create {}", parent.display())))?;
-            }
-            cmd.arg(flag).arg(path);
-        }
-    }
-    if runtime.pidns.is_some() {
-        let root = runtime.dir.join("infra");
-        std::fs::create_dir_all(&root).map_err(setup(format!("create {}", root.display())))?;
-        cmd.arg("--infra").arg(infra).arg("--infra-root").arg(root);
-    }
-    if runtime.utsns.is_some() {
-        cmd.arg("--hostname").arg(&runtime.hostname);
-    }
-    for (key, value) in sysctls {
-        cmd.arg("--sysctl").arg(format!("{key}={value}"));
-    }
-    let output = cmd
-        .output()
-        .await
-        .map_err(setup("run the namespace helper".into()))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::Setup {
-            what: "pin pod namespaces".into(),
-            reason: stderr.trim().trim_start_matches("pierd: ").to_owned(),
-        });
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let infra_pid = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("infra-pid ")?.trim().parse::<i32>().ok());
-    if let Some(pid) = infra_pid {
-        // Read now, while it surely runs: the pair identifies it from here on.
-        runtime.infra = start_time(pid).map(|started| (pid, started));
-        if runtime.infra.is_none() {
-            return Err(Error::Setup {
-                what: "start the pod's infra process".into(),
-                reason: format!("pier-infra (pid {pid}) exited at once"),
-            });
-        }
-    } else if runtime.pidns.is_some() {
-        return Err(Error::Setup {
-            what: "start the pod's infra process".into(),
-            reason: "the namespace helper did not report pier-infra's pid".into(),
-        });
-    }
+    let infra = host.pin_namespaces(&request).await?;
+    runtime.infra = infra.map(|p| (p.pid, p.start_time));
     Ok(())
 }
 
-/// Whether the pod's infra process, if it has one, still runs.
-pub fn infra_alive(runtime: &SandboxRuntime) -> bool {
+/// The pod's infra process, if it has one.
+fn infra(runtime: &SandboxRuntime) -> Option<Process> {
     runtime
         .infra
-        .is_none_or(|(pid, started)| start_time(pid) == Some(started))
+        .map(|(pid, start_time)| Process { pid, start_time })
+}
+
+/// Whether the pod's infra process, if it has one, still runs.
+pub fn infra_alive(host: &dyn Host, runtime: &SandboxRuntime) -> bool {
+    infra(runtime).is_none_or(|infra| host.is_alive(infra))
 }
 
 /// Ends the infra process, which takes down whatever still runs in the
 /// pod's PID namespace, and releases every pinned namespace of the sandbox.
-pub fn unpin(runtime: &SandboxRuntime) {
-    if let Some((pid, started)) = runtime.infra
-        && start_time(pid) == Some(started)
+pub fn unpin(host: &dyn Host, runtime: &SandboxRuntime) {
+    if let Some(infra) = infra(runtime)
+        && let Err(e) = host.kill(infra)
     {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-            tracing::warn!(%pid, error = %e, "kill the pod's infra process");
-        }
+        tracing::warn!(pid = infra.pid, error = %e, "kill the pod's infra process");
     }
     for path in [
         &runtime.netns,
@@ -117,6 +71,6 @@ pub fn unpin(runtime: &SandboxRuntime) {
     .into_iter()
     .flatten()
     {
-        crate::pinns::unpin(Path::new(path));
+        host.unpin_namespace(path);
     }
 }

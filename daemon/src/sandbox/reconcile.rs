@@ -2,21 +2,9 @@
 //! or a reboot took away is marked not ready, and what a crashed setup left
 //! half made is released.
 
-use std::path::Path;
-
 use super::{NOT_READY, READY, SandboxRuntime, config_of, namespaces, teardown};
 use crate::daemon::Daemon;
 use crate::error::Error;
-
-/// `statfs` magic of the namespace filesystem a pinned namespace lives on.
-const NSFS_MAGIC: u32 = 0x6e73_6673;
-
-/// Whether `path` is still a pinned namespace (a reboot empties /run).
-fn is_pinned(path: &Path) -> bool {
-    // The magic's C type differs between libcs; `as _` fits it to the local one.
-    let nsfs = nix::sys::statfs::FsType(NSFS_MAGIC as _);
-    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nsfs)
-}
 
 /// Runs once before serving.
 pub async fn reconcile(daemon: &Daemon) -> Result<(), Error> {
@@ -28,8 +16,9 @@ pub async fn reconcile(daemon: &Daemon) -> Result<(), Error> {
             &runtime.utsns,
             &runtime.pidns,
         ];
-        let intact =
-            pins.into_iter().flatten().all(|p| is_pinned(p)) && namespaces::infra_alive(&runtime);
+        let host = &*daemon.host;
+        let intact = pins.into_iter().flatten().all(|p| host.is_pinned(p))
+            && namespaces::infra_alive(host, &runtime);
         if record.state == READY && intact {
             continue;
         }

@@ -44,10 +44,7 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
         check_hostname(&config.hostname)?;
     }
 
-    let id = crate::ids::new_id().map_err(|e| Error::Setup {
-        what: "generate a sandbox id".into(),
-        reason: e.to_string(),
-    })?;
+    let id = crate::ids::new_id().map_err(Error::io("generate a sandbox id"))?;
     tracing::Span::current().record("pod_id", id.as_str());
     let _guard = daemon.locks.lock(&id).await;
     let record = SandboxRecord {
@@ -108,20 +105,18 @@ async fn set_up(
     let runroot = &daemon.config.runroot;
     runtime.dir = runroot.join("sandboxes").join(id);
     runtime.hostname = hostname(config, ns)?;
-    std::fs::create_dir_all(&runtime.dir).map_err(|e| Error::Setup {
-        what: format!("create {}", runtime.dir.display()),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&runtime.dir)
+        .map_err(Error::io(format!("create {}", runtime.dir.display())))?;
     files::write(&runtime.dir, &runtime.hostname, config.dns_config.as_ref())?;
     if !config.log_directory.is_empty() {
-        std::fs::create_dir_all(&config.log_directory).map_err(|e| Error::Setup {
-            what: format!("create pod log directory {}", config.log_directory),
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&config.log_directory).map_err(Error::io(format!(
+            "create pod log directory {}",
+            config.log_directory
+        )))?;
     }
     if !ns.host_ipc() {
         let shm = runtime.dir.join("shm");
-        files::mount_shm(&shm)?;
+        files::mount_shm(&*daemon.host, &shm)?;
         runtime.shm = Some(shm);
     }
     let pin = |kind: &str| Some(runroot.join(kind).join(id));
@@ -136,15 +131,18 @@ async fn set_up(
     let infra = &daemon.config.runtime.infra_path;
     let infra = if ns.shared_pid() {
         runtime.pidns = pin("pidns");
-        crate::binaries::resolve_own(infra).ok_or_else(|| Error::Setup {
-            what: "start the pod's infra process for its shared PID namespace".into(),
-            reason: format!("{} is not an executable file", infra.display()),
+        crate::binaries::resolve_own(infra).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "start the pod's infra process for its shared PID namespace: \
+                 {} is not an executable file",
+                infra.display()
+            ))
         })?
     } else {
         infra.clone()
     };
     save_progress(daemon, id, runtime).await?;
-    namespaces::pin(runtime, &infra, sysctls).await?;
+    namespaces::pin(&*daemon.host, runtime, &infra, sysctls).await?;
 
     let Some(netns) = runtime.netns.clone() else {
         return Ok(());
@@ -163,8 +161,7 @@ async fn set_up(
         runtime_config: &runtime.cni_runtime_config,
     };
     let dirs = &daemon.config.cni.plugin_dirs;
-    cni::add_loopback(dirs, &pod).await?;
-    let result = cni::add(&network, dirs, &pod).await?;
+    let result = daemon.host.network_add(&network, dirs, &pod).await?;
     runtime.ips = cni::result_ips(&result);
     runtime.cni_result = Some(result);
     Ok(())
@@ -187,9 +184,9 @@ fn hostname(config: &PodSandboxConfig, ns: Namespaces) -> Result<String, Error> 
     if !ns.host_network() && !config.hostname.is_empty() {
         return Ok(config.hostname.clone());
     }
-    let host = nix::unistd::gethostname().map_err(|e| Error::Setup {
+    let host = nix::unistd::gethostname().map_err(|source| Error::System {
         what: "read the node's hostname".into(),
-        reason: e.to_string(),
+        source,
     })?;
     Ok(host.to_string_lossy().into_owned())
 }

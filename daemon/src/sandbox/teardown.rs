@@ -8,6 +8,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::{NOT_READY, SandboxRuntime, config_of, files, namespaces};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::events::PodSnapshots;
 use crate::network::{cni, conflist::NetworkConfig};
 
 /// Releases the network, namespaces and shm of a sandbox. Failures are
@@ -32,40 +33,40 @@ pub(super) async fn release(
             runtime_config: &runtime.cni_runtime_config,
         };
         let dirs = &daemon.config.cni.plugin_dirs;
-        if let Err(e) = cni::del(&network, dirs, &pod, runtime.cni_result.as_ref()).await {
+        let added = runtime.cni_result.as_ref();
+        if let Err(e) = daemon.host.network_del(&network, dirs, &pod, added).await {
             tracing::warn!(error = %e, "CNI DEL failed; the network may keep the pod's address");
         }
     }
-    namespaces::unpin(runtime);
+    namespaces::unpin(&*daemon.host, runtime);
     if let Some(shm) = &runtime.shm {
-        files::unmount_shm(shm);
+        daemon.host.unmount_shm(shm);
     }
 }
 
 /// Finds the sandbox, takes its lock and releases its network, namespaces
 /// and shm: the common first half of stop and remove. `None` when the
-/// sandbox does not exist (already gone, which is fine for both).
+/// sandbox does not exist (already gone, which is fine for both). Its
+/// containers live in the namespaces released here: the caller stops or
+/// removes them first.
 async fn released(
     daemon: &Daemon,
     id: &str,
-    remove_containers: bool,
 ) -> Result<Option<(SandboxRecord, SandboxRuntime, OwnedMutexGuard<()>)>, Error> {
     let Some(record) = daemon.find_sandbox(id).await? else {
         return Ok(None);
     };
     tracing::Span::current().record("pod_id", record.id.as_str());
-    // Containers first: they live in the namespaces about to be released.
-    crate::container::stop_all_in_sandbox(daemon, &record.id, remove_containers).await?;
     let guard = daemon.locks.lock(&record.id).await;
     let runtime = SandboxRuntime::from_record(&record);
     release(daemon, &record.id, &config_of(&record), &runtime).await;
     Ok(Some((record, runtime, guard)))
 }
 
-/// Stops a sandbox: its network and namespaces are released, its row stays,
-/// not ready. Unknown ids are fine (already gone).
+/// Stops a sandbox whose containers are stopped: its network and namespaces
+/// are released, its row stays, not ready. Unknown ids are fine (already gone).
 pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let Some((record, _, _guard)) = released(daemon, id, false).await? else {
+    let Some((record, _, _guard)) = released(daemon, id).await? else {
         return Ok(());
     };
     if record.state != NOT_READY {
@@ -83,21 +84,19 @@ pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes a sandbox and all its state, stopping it first if needed.
-/// Unknown ids are fine (already gone).
+/// Removes a sandbox whose containers are removed, and all its state,
+/// stopping it first if needed. Unknown ids are fine (already gone).
 pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let Some((record, runtime, _guard)) = released(daemon, id, true).await? else {
+    let Some((record, runtime, _guard)) = released(daemon, id).await? else {
         return Ok(());
     };
     if !runtime.dir.as_os_str().is_empty() {
-        files::remove_dir(&runtime.dir).map_err(|e| Error::Setup {
-            what: format!("remove {}", runtime.dir.display()),
-            reason: e.to_string(),
-        })?;
+        files::remove_dir(&runtime.dir)
+            .map_err(Error::io(format!("remove {}", runtime.dir.display())))?;
     }
     // Taken while the row exists: the event names the pod it was.
     let last = match daemon.events.wanted() {
-        true => crate::events::snapshot(daemon, &record.id).await,
+        true => daemon.snapshot(&record.id).await,
         false => None,
     };
     let sandbox = record.id.clone();

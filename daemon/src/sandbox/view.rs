@@ -12,11 +12,12 @@ use serde_json::json;
 use super::{READY, SandboxRuntime, config_of, namespaces};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::host::Host;
 
 /// Ready as stored, unless the process holding its PID namespace died since
 /// (which took every container in it along): kubelet must then recreate it.
-fn state(record: &SandboxRecord, runtime: &SandboxRuntime) -> PodSandboxState {
-    if record.state == READY && namespaces::infra_alive(runtime) {
+fn state(host: &dyn Host, record: &SandboxRecord, runtime: &SandboxRuntime) -> PodSandboxState {
+    if record.state == READY && namespaces::infra_alive(host, runtime) {
         PodSandboxState::SandboxReady
     } else {
         PodSandboxState::SandboxNotready
@@ -32,7 +33,7 @@ pub async fn status(
     let record = daemon.require_sandbox(id).await?;
     let runtime = SandboxRuntime::from_record(&record);
     let config = config_of(&record);
-    let status = status_of(&record, &config, &runtime);
+    let status = status_of(&*daemon.host, &record, &config, &runtime);
     let mut info = HashMap::new();
     if verbose {
         let details = json!({
@@ -48,11 +49,12 @@ pub async fn status(
 
 /// A stored sandbox as the CRI shows its status.
 pub fn status_of(
+    host: &dyn Host,
     record: &SandboxRecord,
     config: &PodSandboxConfig,
     runtime: &SandboxRuntime,
 ) -> PodSandboxStatus {
-    let state = state(record, runtime);
+    let state = state(host, record, runtime);
     let ready = state == PodSandboxState::SandboxReady;
     let mut ips = if ready {
         runtime.ips.clone()
@@ -96,7 +98,7 @@ pub async fn list(
     Ok(records
         .iter()
         .filter(|r| filter.id.is_empty() || r.id.starts_with(&filter.id))
-        .map(|r| (r, state(r, &SandboxRuntime::from_record(r))))
+        .map(|r| (r, state(&*daemon.host, r, &SandboxRuntime::from_record(r))))
         .filter(|(_, state)| {
             filter
                 .state

@@ -7,6 +7,9 @@ mod runtime;
 pub use image::{ImageService, image_store_config};
 pub use runtime::RuntimeService;
 
+#[cfg(test)]
+mod tests;
+
 use tonic::Status;
 
 use crate::error::Error;

@@ -14,6 +14,7 @@ use super::unimplemented;
 use crate::config::CgroupManager;
 use crate::container;
 use crate::daemon::Daemon;
+use crate::error::Error;
 use crate::sandbox;
 use crate::status;
 use crate::streaming::Streaming;
@@ -114,7 +115,7 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        sandbox::stop(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        stop_pod(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
 
@@ -122,7 +123,7 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         &self,
         request: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        sandbox::remove(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
+        remove_pod(&self.daemon, &request.get_ref().pod_sandbox_id).await?;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -339,4 +340,23 @@ impl runtime_service_server::RuntimeService for RuntimeService {
             }),
         }))
     }
+}
+
+/// StopPodSandbox: the pod's containers first, since they live in the
+/// namespaces and network the sandbox then releases.
+pub(super) async fn stop_pod(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let Some(record) = daemon.find_sandbox(id).await? else {
+        return Ok(());
+    };
+    container::stop_all_in_sandbox(daemon, &record.id, false).await?;
+    sandbox::stop(daemon, &record.id).await
+}
+
+/// RemovePodSandbox: the pod's containers first, then the sandbox.
+pub(super) async fn remove_pod(daemon: &Daemon, id: &str) -> Result<(), Error> {
+    let Some(record) = daemon.find_sandbox(id).await? else {
+        return Ok(());
+    };
+    container::stop_all_in_sandbox(daemon, &record.id, true).await?;
+    sandbox::remove(daemon, &record.id).await
 }

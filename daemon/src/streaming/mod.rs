@@ -8,7 +8,7 @@ mod http;
 mod portforward;
 mod protocol;
 mod remotecommand;
-mod tokens;
+pub(crate) mod tokens;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::container::RUNNING;
 use crate::daemon::Daemon;
 use crate::error::{Error, StartError};
 use crate::sandbox;
-use tokens::{Pending, TokenError, Tokens};
+use tokens::{Pending, Tokens};
 
 /// Requests waiting for their client at once; beyond, Exec and friends
 /// answer RESOURCE_EXHAUSTED until some are used or expire.
@@ -155,13 +155,7 @@ impl Streaming {
 
     fn url_for(&self, pending: Pending) -> Result<String, Error> {
         let kind = pending.kind();
-        let token = self.shared.tokens.insert(pending).map_err(|e| match e {
-            TokenError::Full(_) => Error::ResourceExhausted(e.to_string()),
-            TokenError::Random(_) => Error::Setup {
-                what: "streaming token".into(),
-                reason: e.to_string(),
-            },
-        })?;
+        let token = self.shared.tokens.insert(pending)?;
         Ok(format!("{}/{kind}/{token}", self.base_url))
     }
 }

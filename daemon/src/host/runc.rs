@@ -1,15 +1,26 @@
 //! Invoking the OCI runtime binary directly (start, kill, update, delete),
 //! as CRI-O does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::error::Error;
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    #[error("run {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime ran and failed; its stderr says why.
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
 
 /// Runs `<runtime> --root <root> <args>`; its stderr becomes the error.
-pub async fn run(runtime: &Path, root: &Path, args: &[&str]) -> Result<(), Error> {
+pub async fn run(runtime: &Path, root: &Path, args: &[&str]) -> Result<(), RuncError> {
     run_with_input(runtime, root, args, None).await
 }
 
@@ -19,10 +30,10 @@ pub async fn run_with_input(
     root: &Path,
     args: &[&str],
     input: Option<&[u8]>,
-) -> Result<(), Error> {
-    let spawn_error = |e: std::io::Error| Error::Setup {
-        what: format!("run {}", runtime.display()),
-        reason: e.to_string(),
+) -> Result<(), RuncError> {
+    let spawn_error = |source| RuncError::Spawn {
+        binary: runtime.to_owned(),
+        source,
     };
     let mut child = tokio::process::Command::new(runtime)
         .arg("--root")
@@ -44,8 +55,8 @@ pub async fn run_with_input(
     if output.status.success() {
         return Ok(());
     }
-    Err(Error::Runtime {
+    Err(RuncError::Failed {
         command: format!("{} {}", runtime.display(), args.join(" ")),
-        message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
     })
 }

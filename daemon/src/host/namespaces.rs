@@ -1,0 +1,82 @@
+//! Running the namespace-pinning helper (`pierd pin-namespaces`, in
+//! `crate::pinns`) as its own short-lived process: the daemon never unshares
+//! or forks itself.
+
+use std::path::{Path, PathBuf};
+
+use crate::pinns::PinRequest;
+
+/// Why the pod's namespaces could not be pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("find pierd's own binary for the namespace helper: {0}")]
+    OwnBinary(#[source] std::io::Error),
+    #[error("create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run the namespace helper: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The helper ran and failed; its stderr says why.
+    #[error("pin pod namespaces: {0}")]
+    Helper(String),
+    #[error("start the pod's infra process: pier-infra (pid {0}) exited at once")]
+    InfraExited(i32),
+    #[error("start the pod's infra process: the namespace helper did not report pier-infra's pid")]
+    InfraUnreported,
+}
+
+/// Runs the helper for `request`, creating the directories its pins and the
+/// infra process's root go in. Returns the pid of `pier-infra` if it was
+/// asked to start one.
+pub async fn run_helper(request: &PinRequest) -> Result<Option<i32>, NamespaceError> {
+    let create_dir = |path: &Path| {
+        std::fs::create_dir_all(path).map_err(|source| NamespaceError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let exe = std::env::current_exe().map_err(NamespaceError::OwnBinary)?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("pin-namespaces");
+    let pins = [
+        ("--net", &request.net),
+        ("--ipc", &request.ipc),
+        ("--uts", &request.uts),
+        ("--pid", &request.pid),
+    ];
+    for (flag, path) in pins {
+        if let Some(path) = path {
+            if let Some(parent) = path.parent() {
+                create_dir(parent)?;
+            }
+            cmd.arg(flag).arg(path);
+        }
+    }
+    if let (Some(infra), Some(root)) = (&request.infra, &request.infra_root) {
+        create_dir(root)?;
+        cmd.arg("--infra").arg(infra).arg("--infra-root").arg(root);
+    }
+    if let Some(hostname) = &request.hostname {
+        cmd.arg("--hostname").arg(hostname);
+    }
+    for (key, value) in &request.sysctls {
+        cmd.arg("--sysctl").arg(format!("{key}={value}"));
+    }
+    let output = cmd.output().await.map_err(NamespaceError::Spawn)?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = stderr.trim().trim_start_matches("pierd: ");
+        return Err(NamespaceError::Helper(message.to_owned()));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let infra_pid = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("infra-pid ")?.trim().parse::<i32>().ok());
+    match infra_pid {
+        None if request.pid.is_some() => Err(NamespaceError::InfraUnreported),
+        pid => Ok(pid),
+    }
+}
