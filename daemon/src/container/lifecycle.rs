@@ -161,17 +161,24 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
         let _ = daemon.host.runtime_delete(runtime.oci(), id).await;
     }
     let runtime_done = began.elapsed();
-    // Rootfs, writable layer, bundle and durable exit file: one folder.
-    if let Err(e) = daemon.images.remove_container_files(id).await {
+    // Rootfs, writable layer, bundle and durable exit file (one folder), and
+    // the monitor's run dir: independent, so both go at once. The row goes
+    // last, so a crash before it leaves a container the next start removes.
+    let run_dir = runtime.runtime_dir.clone();
+    let (files, run_dir) = tokio::join!(
+        daemon.images.remove_container_files(id),
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&run_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((run_dir, e)),
+            _ => Ok(()),
+        }),
+    );
+    if let Err(e) = files {
         tracing::warn!(container_id = %id, error = %e, "remove container files");
     }
-    let rootfs_done = began.elapsed();
-    let dir = &runtime.runtime_dir;
-    if let Err(e) = std::fs::remove_dir_all(dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    if let Ok(Err((dir, e))) = run_dir {
         tracing::warn!(container_id = %id, dir = %dir.display(), error = %e, "remove monitor dir");
     }
+    let rootfs_done = began.elapsed();
     let row = id.to_owned();
     if let Err(e) = daemon.db(move |db| db.delete_container(&row)).await {
         tracing::warn!(container_id = %id, error = %e, "delete container row");
