@@ -41,6 +41,9 @@ packages=(runc protobuf-compiler containernetworking-plugins iptables iproute2
 if [ "$bench" = 1 ]; then
   packages+=(conmon containerd hyperfine)
 fi
+# kubectl drives the streaming server in the tests; a newer one may already
+# be installed outside Debian's packages, and is kept.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
