@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-use pier_proto::socket_path::{self, ShortPath};
+use pier_proto::socket_path::ShortPath;
 
 pub struct ConsoleSocket {
     listener: UnixListener,
@@ -22,12 +22,15 @@ pub struct ConsoleSocket {
 impl ConsoleSocket {
     pub fn bind(path: &Path) -> io::Result<Self> {
         let _ = std::fs::remove_file(path);
-        let listener = socket_path::bind(path)?;
+        // One short path serves both: the monitor binds through it and runc
+        // connects through it, so the directory is opened once.
+        let for_runc = ShortPath::for_others(path)?;
+        let listener = UnixListener::bind(for_runc.as_path())?;
         listener.set_nonblocking(true)?;
         Ok(Self {
             listener,
             path: path.to_path_buf(),
-            for_runc: ShortPath::for_others(path)?,
+            for_runc,
         })
     }
 

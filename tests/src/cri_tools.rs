@@ -26,25 +26,42 @@ const ENDPOINT_VARS: [&str; 3] = [
     "IMAGE_SERVICE_ENDPOINT",
 ];
 
-/// Where the cri-tools binaries are: `$PIER_CRI_TOOLS`, else
-/// `<workspace>/target/cri-tools`.
-pub fn dir() -> PathBuf {
-    match std::env::var_os("PIER_CRI_TOOLS") {
-        Some(dir) => dir.into(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cri-tools"),
-    }
+/// The workspace root, from this crate's manifest dir.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent")
+        .to_owned()
 }
 
-fn locate(name: &str) -> Result<PathBuf, String> {
-    let path = dir().join(name);
+/// The folder `$var` names, else `default`.
+pub(crate) fn dir_from_env(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    std::env::var_os(var).map_or_else(default, PathBuf::from)
+}
+
+/// `dir/name` if that file exists, else why not and `hint` on how to fix it
+/// (a test skips with that message).
+pub(crate) fn existing(dir: &Path, name: &str, hint: &str) -> Result<PathBuf, String> {
+    let path = dir.join(name);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!(
-            "{name} not found at {}; contrib/test.sh builds it from ../shared/cri-tools",
-            path.display()
-        ))
+        Err(format!("{name} not found at {}; {hint}", path.display()))
     }
+}
+
+/// Where the cri-tools binaries are: `$PIER_CRI_TOOLS`, else
+/// `<workspace>/target/cri-tools`.
+pub fn dir() -> PathBuf {
+    dir_from_env("PIER_CRI_TOOLS", || workspace().join("target/cri-tools"))
+}
+
+fn locate(name: &str) -> Result<PathBuf, String> {
+    existing(
+        &dir(),
+        name,
+        "contrib/test.sh builds it from ../shared/cri-tools",
+    )
 }
 
 /// The crictl binary, or why there is none (a test skips with that message).

@@ -2,32 +2,22 @@
 //! built by `../shared/cri-tools/images.sh` and served by a
 //! `docker-registry` on a free loopback port.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The workspace root, from this crate's manifest dir.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests crate has a parent")
-        .to_owned()
-}
+use crate::cri_tools::{dir_from_env, existing, workspace};
 
-/// The cri-tools folder holding `images.sh`: `$PIER_CRI_TOOLS_SRC` or
+/// The cri-tools folder's `images.sh`: in `$PIER_CRI_TOOLS_SRC` or in
 /// `../shared/cri-tools` beside the repository.
 fn tools_src() -> Result<PathBuf, String> {
-    let dir = std::env::var_os("PIER_CRI_TOOLS_SRC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/cri-tools"));
-    let script = dir.join("images.sh");
-    if script.is_file() {
-        Ok(script)
-    } else {
-        Err(format!(
-            "{} not found (set PIER_CRI_TOOLS_SRC to the cri-tools folder)",
-            script.display()
-        ))
-    }
+    let dir = dir_from_env("PIER_CRI_TOOLS_SRC", || {
+        workspace().join("../shared/cri-tools")
+    });
+    existing(
+        &dir,
+        "images.sh",
+        "set PIER_CRI_TOOLS_SRC to the cri-tools folder",
+    )
 }
 
 /// A `docker-registry` on a free loopback port serving every image critest

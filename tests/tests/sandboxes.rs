@@ -312,14 +312,7 @@ async fn pod_without_hostname_gets_the_nodes_and_a_bad_hostname_is_refused_early
     let dir = pierd.runroot().join("sandboxes").join(&id);
     let written = std::fs::read_to_string(dir.join("hostname")).expect("hostname");
     assert_eq!(written.trim(), node.trim());
-    cri.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .expect("stop");
-    cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-        .await
-        .expect("remove");
+    pier_tests::workload::remove_pod(&mut cri, &id).await;
 
     for bad in [
         "h".repeat(65),
