@@ -25,3 +25,4 @@ pub mod streaming;
 #[cfg(test)]
 pub mod testing;
 pub mod time;
+pub mod userns;

@@ -13,7 +13,7 @@ use prost::Message;
 
 use super::launch::Launch;
 use super::spec::{self, SpecInput, UserDb};
-use super::{CREATED, CREATING, ContainerRuntime, lifecycle};
+use super::{CREATED, CREATING, ContainerRuntime, lifecycle, user};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::sandbox::{self, READY, SandboxRuntime};
@@ -188,19 +188,6 @@ async fn set_up(
         cgroups_path: spec::cgroups_path(daemon.config.runtime.cgroup_manager, parent, id),
     };
     let oci = spec::generate(&input)?;
-    runtime.user = oci.process().as_ref().map(|p| {
-        let user = p.user();
-        k8s_cri::v1::LinuxContainerUser {
-            uid: user.uid().into(),
-            gid: user.gid().into(),
-            supplemental_groups: user
-                .additional_gids()
-                .iter()
-                .flatten()
-                .map(|&g| g.into())
-                .collect(),
-        }
-    });
     let config_json = runtime.bundle.join("config.json");
     oci.save(&config_json).map_err(|source| Error::SaveSpec {
         path: config_json.clone(),
@@ -239,6 +226,15 @@ async fn set_up(
     runtime.start_time = created.start_time;
     runtime.monitor_pid = created.monitor_pid;
     runtime.monitor_start_time = created.monitor_start_time;
+    // runc has set the process's ids by the time `create` returns (its init
+    // waits for `start` after changing them), so they can be read back now.
+    runtime.user = match user::read(created.pid, sandbox_runtime.userns_mappings()) {
+        Ok(user) => Some(user),
+        Err(e) => {
+            tracing::warn!(pid = created.pid, error = %e, "read the container process's identity");
+            None
+        }
+    };
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod launch;
 mod lifecycle;
 pub mod spec;
 pub mod stats;
+mod user;
 mod view;
 
 #[cfg(test)]

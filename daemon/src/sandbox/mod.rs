@@ -14,6 +14,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::userns::{Mappings, PodUserns};
 use pier_storage::SandboxRecord;
 
 pub use reconcile::reconcile;
@@ -34,6 +35,10 @@ pub struct SandboxRuntime {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pod's own user namespace (`hostUsers: false`): its pin and its
+    /// mappings. The pod's other namespaces belong to it.
+    #[serde(default)]
+    pub userns: Option<PodUserns>,
     /// The pinned shared PID namespace, for pods whose PID mode is POD.
     pub pidns: Option<PathBuf>,
     /// The `pier-infra` process holding `pidns`, as (pid, start time).
@@ -59,6 +64,11 @@ impl SandboxRuntime {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The pod's id mappings, if it has a user namespace of its own.
+    pub fn userns_mappings(&self) -> Option<&Mappings> {
+        self.userns.as_ref().map(|u| &u.mappings)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use k8s_cri::v1::ContainerConfig;
+use k8s_cri::v1::{ContainerConfig, SupplementalGroupsPolicy};
 
 use super::{ImageConfig, SpecError};
 
@@ -138,8 +138,8 @@ impl UserDb {
 /// Resolves who the process runs as: `run_as_user`/`run_as_username` from
 /// the security context, else the image's `User` (`name`, `uid`,
 /// `name:group`, `uid:gid`), against the rootfs' passwd and group files;
-/// then `run_as_group`, supplemental groups, and the image groups the user
-/// is a member of.
+/// then `run_as_group`, supplemental groups, and (unless the policy is
+/// `Strict`) the image groups the user is a member of.
 pub fn identity(
     config: &ContainerConfig,
     image: &ImageConfig,
@@ -209,7 +209,11 @@ pub fn identity(
         gid = to_id(group, "config.linux.security_context.run_as_group")?;
     }
     let mut additional_gids = vec![gid];
-    if !name.is_empty() {
+    // KEP-3619: `Strict` keeps the image's /etc/group out of the process's
+    // groups; `Merge`, the default, adds the groups listing the user.
+    let strict = context
+        .is_some_and(|c| c.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32);
+    if !name.is_empty() && !strict {
         additional_gids.extend(users.member_groups(&name));
     }
     for group in context

@@ -125,6 +125,32 @@ fn run_as_user_username_group_and_supplemental_groups() {
 }
 
 #[test]
+fn strict_policy_leaves_the_image_groups_out() {
+    let merge = context(|c| {
+        c.run_as_user = Some(Int64Value { value: 1000 });
+        c.supplemental_groups = vec![4000];
+    });
+    let id = process::identity(&merge, &image(), &users()).expect("identity");
+    assert_eq!(
+        id.additional_gids,
+        [1000, 2000, 4000],
+        "Merge adds extra (2000)"
+    );
+
+    let strict = context(|c| {
+        c.run_as_user = Some(Int64Value { value: 1000 });
+        c.supplemental_groups = vec![4000];
+        c.supplemental_groups_policy = SupplementalGroupsPolicy::Strict as i32;
+    });
+    let id = process::identity(&strict, &image(), &users()).expect("identity");
+    assert_eq!(
+        id.additional_gids,
+        [1000, 4000],
+        "Strict: primary and asked-for groups only"
+    );
+}
+
+#[test]
 fn run_as_group_without_user_is_refused() {
     let config = context(|c| c.run_as_group = Some(Int64Value { value: 10 }));
     let err = process::identity(&config, &image(), &users()).expect_err("accepted");
