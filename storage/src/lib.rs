@@ -14,6 +14,7 @@ mod endpoint;
 mod error;
 pub mod fsops;
 mod gc;
+pub mod idmap;
 mod image;
 mod layers;
 mod layout;

@@ -39,32 +39,19 @@ pub async fn run_helper(request: &PinRequest) -> Result<Option<i32>, NamespaceEr
         })
     };
     let exe = std::env::current_exe().map_err(NamespaceError::OwnBinary)?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("pin-namespaces");
-    let pins = [
-        ("--net", &request.net),
-        ("--ipc", &request.ipc),
-        ("--uts", &request.uts),
-        ("--pid", &request.pid),
-    ];
-    for (flag, path) in pins {
-        if let Some(path) = path {
-            if let Some(parent) = path.parent() {
-                create_dir(parent)?;
-            }
-            cmd.arg(flag).arg(path);
+    for path in [&request.net, &request.ipc, &request.uts, &request.pid, &request.user]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(parent) = path.parent() {
+            create_dir(parent)?;
         }
     }
-    if let (Some(infra), Some(root)) = (&request.infra, &request.infra_root) {
+    if let Some(root) = &request.infra_root {
         create_dir(root)?;
-        cmd.arg("--infra").arg(infra).arg("--infra-root").arg(root);
     }
-    if let Some(hostname) = &request.hostname {
-        cmd.arg("--hostname").arg(hostname);
-    }
-    for (key, value) in &request.sysctls {
-        cmd.arg("--sysctl").arg(format!("{key}={value}"));
-    }
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(request.args());
     let output = cmd.output().await.map_err(NamespaceError::Spawn)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

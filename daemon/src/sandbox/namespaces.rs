@@ -17,13 +17,14 @@ pub async fn pin(
     infra: &Path,
     sysctls: &[(String, String)],
 ) -> Result<(), NamespaceError> {
+    let userns = runtime.userns.as_ref();
     let pins = [
         &runtime.netns,
         &runtime.ipcns,
         &runtime.utsns,
         &runtime.pidns,
     ];
-    if pins.iter().all(|path| path.is_none()) {
+    if pins.iter().all(|path| path.is_none()) && userns.is_none() {
         return Ok(());
     }
     let shared_pid = runtime.pidns.is_some();
@@ -36,6 +37,10 @@ pub async fn pin(
         infra_root: shared_pid.then(|| runtime.dir.join("infra")),
         hostname: runtime.utsns.is_some().then(|| runtime.hostname.clone()),
         sysctls: sysctls.to_vec(),
+        user: userns.map(|u| u.path.clone()),
+        uid_map: userns.map(|u| u.mappings.uids.clone()),
+        gid_map: userns.map(|u| u.mappings.gids.clone()),
+        inside_userns: false,
     };
     let infra = host.pin_namespaces(&request).await?;
     runtime.infra = infra.map(|p| (p.pid, p.start_time));
@@ -62,7 +67,16 @@ pub fn unpin(host: &dyn Host, runtime: &SandboxRuntime) {
     {
         tracing::warn!(pid = infra.pid, error = %e, "kill the pod's infra process");
     }
-    for path in [
+    let userns = runtime.userns.as_ref().map(|u| &u.path);
+    for path in pinned(runtime).into_iter().chain(userns) {
+        host.unpin_namespace(path);
+    }
+}
+
+/// The pins of the namespaces the pod's containers join (its user
+/// namespace, which owns them, comes on its own).
+pub fn pinned(runtime: &SandboxRuntime) -> Vec<&std::path::PathBuf> {
+    [
         &runtime.netns,
         &runtime.ipcns,
         &runtime.utsns,
@@ -70,7 +84,5 @@ pub fn unpin(host: &dyn Host, runtime: &SandboxRuntime) {
     ]
     .into_iter()
     .flatten()
-    {
-        host.unpin_namespace(path);
-    }
+    .collect()
 }

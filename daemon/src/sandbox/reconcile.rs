@@ -10,14 +10,12 @@ use crate::error::Error;
 pub async fn reconcile(daemon: &Daemon) -> Result<(), Error> {
     for record in daemon.db(|db| db.sandboxes()).await? {
         let runtime = SandboxRuntime::from_record(&record);
-        let pins = [
-            &runtime.netns,
-            &runtime.ipcns,
-            &runtime.utsns,
-            &runtime.pidns,
-        ];
+        let userns = runtime.userns.as_ref().map(|u| &u.path);
         let host = &*daemon.host;
-        let intact = pins.into_iter().flatten().all(|p| host.is_pinned(p))
+        let intact = namespaces::pinned(&runtime)
+            .into_iter()
+            .chain(userns)
+            .all(|p| host.is_pinned(p))
             && namespaces::infra_alive(host, &runtime);
         if record.state == READY && intact {
             continue;

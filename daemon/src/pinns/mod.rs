@@ -3,8 +3,11 @@
 //! configures them (hostname, namespaced sysctls) and bind-mounts each onto a
 //! file, which keeps it alive with no process inside. A PID namespace dies
 //! with its first process, so for one the helper also starts `pier-infra` as
-//! that first process and reports its pid. The daemon never unshares or
-//! forks itself.
+//! that first process and reports its pid. A pod with a user namespace of
+//! its own has it made first, so that it owns the others (`userns`). The
+//! daemon never unshares or forks itself.
+
+mod userns;
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
@@ -13,6 +16,8 @@ use std::process::{Child, Command, Stdio};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
+
+use crate::userns::IdMap;
 
 /// What the helper is asked to create.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -41,6 +46,59 @@ pub struct PinRequest {
     /// Namespaced sysctl to set, KEY=VALUE (repeatable).
     #[arg(long = "sysctl", value_parser = parse_sysctl)]
     pub sysctls: Vec<(String, String)>,
+    /// Pin a new user namespace at this path; the other new namespaces
+    /// belong to it.
+    #[arg(long, requires_all = ["uid_map", "gid_map"])]
+    pub user: Option<PathBuf>,
+    /// The user namespace's uid mappings, `container:host:length,...`.
+    #[arg(long, value_parser = IdMap::parse_arg)]
+    pub uid_map: Option<IdMap>,
+    /// The user namespace's gid mappings, like `--uid-map`.
+    #[arg(long, value_parser = IdMap::parse_arg)]
+    pub gid_map: Option<IdMap>,
+    /// Internal: this process is the one the helper runs inside the new
+    /// user namespace.
+    #[arg(long, hide = true)]
+    pub inside_userns: bool,
+}
+
+impl PinRequest {
+    /// The command line that asks `pierd pin-namespaces` for this request.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec!["pin-namespaces".into()];
+        let mut flag = |name: &str, value: std::ffi::OsString| {
+            args.push(name.into());
+            args.push(value);
+        };
+        for (name, path) in [
+            ("--net", &self.net),
+            ("--ipc", &self.ipc),
+            ("--uts", &self.uts),
+            ("--pid", &self.pid),
+            ("--infra", &self.infra),
+            ("--infra-root", &self.infra_root),
+            ("--user", &self.user),
+        ] {
+            if let Some(path) = path {
+                flag(name, path.into());
+            }
+        }
+        if let Some(hostname) = &self.hostname {
+            flag("--hostname", hostname.into());
+        }
+        for (key, value) in &self.sysctls {
+            flag("--sysctl", format!("{key}={value}").into());
+        }
+        for (name, map) in [("--uid-map", &self.uid_map), ("--gid-map", &self.gid_map)] {
+            if let Some(map) = map {
+                flag(name, map.to_arg().into());
+            }
+        }
+        if self.inside_userns {
+            args.push("--inside-userns".into());
+        }
+        args
+    }
 }
 
 fn parse_sysctl(value: &str) -> Result<(String, String), String> {
@@ -86,6 +144,8 @@ pub enum PinError {
     },
     #[error("{binary} failed: {message}")]
     InfraFailed { binary: PathBuf, message: String },
+    #[error("user namespace: {0}")]
+    Userns(String),
     #[error("bind {ns} namespace onto {path}: {source}")]
     Bind {
         ns: &'static str,
@@ -103,21 +163,44 @@ pub struct Pinned {
 
 /// Unshares, configures and pins. On failure nothing stays pinned or running.
 pub fn pin(request: &PinRequest) -> Result<Pinned, PinError> {
-    let wanted = [
-        ("net", CloneFlags::CLONE_NEWNET, &request.net),
-        ("ipc", CloneFlags::CLONE_NEWIPC, &request.ipc),
-        ("uts", CloneFlags::CLONE_NEWUTS, &request.uts),
-    ];
-    let flags = wanted
-        .iter()
-        .filter(|(_, _, path)| path.is_some())
-        .fold(CloneFlags::empty(), |all, (_, flag, _)| all | *flag);
-    let flags = if request.pid.is_some() {
-        flags | CloneFlags::CLONE_NEWPID
-    } else {
-        flags
-    };
-    unshare(flags).map_err(PinError::Unshare)?;
+    if request.user.is_some() {
+        return if request.inside_userns {
+            userns::inside(request).map(|()| Pinned::default())
+        } else {
+            userns::pin(request)
+        };
+    }
+    let infra = create(request)?;
+    let infra_pid = infra.as_ref().map(Child::id);
+    match bind_all(request, Path::new("/proc/self/ns"), infra_pid) {
+        Ok(()) => Ok(Pinned { infra_pid }),
+        Err(e) => {
+            if let Some(child) = infra {
+                kill(child);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The namespace flags `request` asks this process to unshare (all but the
+/// user namespace, which the caller has already made when there is one).
+fn flags(request: &PinRequest) -> CloneFlags {
+    [
+        (CloneFlags::CLONE_NEWNET, request.net.is_some()),
+        (CloneFlags::CLONE_NEWIPC, request.ipc.is_some()),
+        (CloneFlags::CLONE_NEWUTS, request.uts.is_some()),
+        (CloneFlags::CLONE_NEWPID, request.pid.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, wanted)| *wanted)
+    .fold(CloneFlags::empty(), |all, (flag, _)| all | flag)
+}
+
+/// Unshares the namespaces, sets the hostname and sysctls in them, and for
+/// a PID namespace starts `pier-infra` as its first process.
+fn create(request: &PinRequest) -> Result<Option<Child>, PinError> {
+    unshare(flags(request)).map_err(PinError::Unshare)?;
     if let (Some(_), Some(hostname)) = (&request.uts, &request.hostname) {
         nix::unistd::sethostname(hostname).map_err(|source| PinError::Hostname {
             hostname: hostname.clone(),
@@ -132,10 +215,30 @@ pub fn pin(request: &PinRequest) -> Result<Pinned, PinError> {
             source,
         })?;
     }
+    match (&request.pid, &request.infra, &request.infra_root) {
+        (Some(_), Some(binary), Some(root)) => start_infra(binary, root).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Bind-mounts each namespace `request` names from `ns_dir` (a process's
+/// `/proc/<pid>/ns`), the PID namespace from `infra_pid`'s. On failure the
+/// pins already made are released.
+fn bind_all(request: &PinRequest, ns_dir: &Path, infra_pid: Option<u32>) -> Result<(), PinError> {
+    let infra_ns = infra_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/ns")));
+    let wanted = [
+        ("user", &request.user, Some(ns_dir)),
+        ("net", &request.net, Some(ns_dir)),
+        ("ipc", &request.ipc, Some(ns_dir)),
+        ("uts", &request.uts, Some(ns_dir)),
+        ("pid", &request.pid, infra_ns.as_deref()),
+    ];
     let mut pinned: Vec<&Path> = Vec::new();
-    for (ns, _, path) in wanted {
-        let Some(path) = path else { continue };
-        if let Err(e) = bind(ns, path) {
+    for (ns, path, dir) in wanted {
+        let (Some(path), Some(dir)) = (path, dir) else {
+            continue;
+        };
+        if let Err(e) = bind_from(ns, &dir.join(ns), path) {
             for done in pinned {
                 unpin(done);
             }
@@ -143,32 +246,7 @@ pub fn pin(request: &PinRequest) -> Result<Pinned, PinError> {
         }
         pinned.push(path);
     }
-    let (Some(pid_pin), Some(binary), Some(root)) =
-        (&request.pid, &request.infra, &request.infra_root)
-    else {
-        return Ok(Pinned::default());
-    };
-    let held = start_infra(binary, root).and_then(|child| {
-        let ns = PathBuf::from(format!("/proc/{}/ns/pid", child.id()));
-        match bind_from("pid", &ns, pid_pin) {
-            Ok(()) => Ok(child),
-            Err(e) => {
-                kill(child);
-                Err(e)
-            }
-        }
-    });
-    match held {
-        Ok(child) => Ok(Pinned {
-            infra_pid: Some(child.id()),
-        }),
-        Err(e) => {
-            for done in pinned {
-                unpin(done);
-            }
-            Err(e)
-        }
-    }
+    Ok(())
 }
 
 /// Starts `pier-infra` as the first process of the new PID namespace (the
@@ -211,10 +289,6 @@ fn start_infra(binary: &Path, root: &Path) -> Result<Child, PinError> {
 fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn bind(ns: &'static str, path: &Path) -> Result<(), PinError> {
-    bind_from(ns, &Path::new("/proc/self/ns").join(ns), path)
 }
 
 /// Bind-mounts the namespace file `source` onto a new file at `path`.
