@@ -7,6 +7,7 @@ use pier_storage::{ContainerRecord, Database, DbError, ImageStore, SandboxRecord
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{Events, ExitWatch};
+use crate::features::Features;
 use crate::host::Host;
 use crate::locks::KeyedLocks;
 
@@ -22,6 +23,8 @@ pub struct Daemon {
     pub exits: ExitWatch,
     /// Lifecycle events for GetContainerEvents subscribers.
     pub events: Events,
+    /// What the node and each runtime handler support, probed once.
+    pub features: Features,
     db: SharedDatabase,
 }
 
@@ -39,6 +42,7 @@ impl Daemon {
             host,
             exits: ExitWatch::default(),
             events: Events::default(),
+            features: Features::default(),
             db,
         }
     }

@@ -10,6 +10,7 @@ pub mod container;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod features;
 pub mod host;
 pub mod ids;
 pub mod locks;

@@ -39,9 +39,15 @@ pub async fn run_helper(request: &PinRequest) -> Result<Option<i32>, NamespaceEr
         })
     };
     let exe = std::env::current_exe().map_err(NamespaceError::OwnBinary)?;
-    for path in [&request.net, &request.ipc, &request.uts, &request.pid, &request.user]
-        .into_iter()
-        .flatten()
+    for path in [
+        &request.net,
+        &request.ipc,
+        &request.uts,
+        &request.pid,
+        &request.user,
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Some(parent) = path.parent() {
             create_dir(parent)?;

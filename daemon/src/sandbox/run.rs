@@ -11,6 +11,7 @@ use super::{NOT_READY, Namespaces, READY, SandboxRuntime, files, invalid, namesp
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::network::{cni, conflist};
+use crate::userns::{Mappings, PodUserns};
 use pier_storage::SandboxRecord;
 
 /// Creates a ready sandbox and returns its id.
@@ -38,6 +39,10 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
     }
     let ns = Namespaces::of(&config);
     let sysctls = sysctls(&config, &ns)?;
+    let userns = crate::userns::of_pod(&config)?;
+    if userns.is_some() {
+        check_userns_support(daemon, &handler).await?;
+    }
     // A host-network pod takes the node's hostname, so only a hostname that
     // will be set is checked.
     if !ns.host_network() && !config.hostname.is_empty() {
@@ -62,7 +67,8 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
     daemon.db(move |db| db.insert_sandbox(&record)).await?;
 
     let mut runtime = SandboxRuntime::default();
-    match set_up(daemon, &id, &config, ns, &sysctls, &mut runtime).await {
+    let set = set_up(daemon, &id, &config, ns, &sysctls, userns, &mut runtime);
+    match set.await {
         Ok(()) => {
             let bytes = runtime.to_bytes();
             let sandbox = id.clone();
@@ -100,6 +106,7 @@ async fn set_up(
     config: &PodSandboxConfig,
     ns: Namespaces,
     sysctls: &[(String, String)],
+    userns: Option<Mappings>,
     runtime: &mut SandboxRuntime,
 ) -> Result<(), Error> {
     let runroot = &daemon.config.runroot;
@@ -128,6 +135,10 @@ async fn set_up(
     if !ns.host_ipc() {
         runtime.ipcns = pin("ipcns");
     }
+    runtime.userns = userns.map(|mappings| PodUserns {
+        path: runroot.join("userns").join(id),
+        mappings,
+    });
     let infra = &daemon.config.runtime.infra_path;
     let infra = if ns.shared_pid() {
         runtime.pidns = pin("pidns");
@@ -164,6 +175,31 @@ async fn set_up(
     let result = daemon.host.network_add(&network, dirs, &pod).await?;
     runtime.ips = cni::result_ips(&result);
     runtime.cni_result = Some(result);
+    Ok(())
+}
+
+/// Refuses a pod that asks for its own user namespace where the node or
+/// the pod's runtime handler cannot give it one: such a pod must never run
+/// in the node's user namespace instead.
+async fn check_userns_support(daemon: &Daemon, handler: &str) -> Result<(), Error> {
+    let (config, host) = (&daemon.config, &*daemon.host);
+    if let Err(reason) = daemon.features.userns(config, host).await {
+        return Err(Error::FailedPrecondition(format!(
+            "the pod asks for a user namespace of its own (hostUsers: false), which this \
+             node cannot give: {reason}"
+        )));
+    }
+    if !daemon
+        .features
+        .handler(config, host, handler)
+        .await
+        .user_namespaces
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "the pod asks for a user namespace of its own (hostUsers: false), and runtime \
+             handler {handler:?} does not support user namespaces"
+        )));
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use crate::config::CgroupManager;
 use crate::container;
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::features;
 use crate::sandbox;
 use crate::status;
 use crate::streaming::Streaming;
@@ -32,17 +33,26 @@ impl RuntimeService {
         Self { daemon, streaming }
     }
 
-    fn runtime_handlers(&self) -> Vec<RuntimeHandler> {
-        let features = || Some(RuntimeHandlerFeatures::default());
-        let config = &self.daemon.config.runtime;
-        // The empty name is the CRI's way of naming the default handler.
+    /// Each handler with what it supports; the empty name is the CRI's way
+    /// of naming the default handler.
+    async fn runtime_handlers(&self) -> Vec<RuntimeHandler> {
+        let daemon = &self.daemon;
+        let all = daemon.features.all(&daemon.config, &*daemon.host).await;
+        let default = &daemon.config.runtime.default_runtime;
+        let features = |f: Option<&features::HandlerFeatures>| {
+            let f = f.copied().unwrap_or_default();
+            Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: f.recursive_read_only,
+                user_namespaces: f.user_namespaces,
+            })
+        };
         std::iter::once(RuntimeHandler {
             name: String::new(),
-            features: features(),
+            features: features(all.get(default)),
         })
-        .chain(config.handlers.keys().map(|name| RuntimeHandler {
+        .chain(all.keys().map(|name| RuntimeHandler {
             name: name.clone(),
-            features: features(),
+            features: features(all.get(name)),
         }))
         .collect()
     }
@@ -82,8 +92,12 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         Ok(Response::new(StatusResponse {
             status: Some(RuntimeStatus { conditions }),
             info,
-            runtime_handlers: self.runtime_handlers(),
-            features: Some(RuntimeFeatures::default()),
+            runtime_handlers: self.runtime_handlers().await,
+            // Strict and Merge both work, and ContainerStatus.user is read
+            // back from the process (KEP-3619).
+            features: Some(RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 

@@ -2,8 +2,12 @@
 //! KEP-127): the pod's id mappings.
 
 mod mappings;
+mod probe;
+mod request;
 
 pub use mappings::{IdMap, IdRange, MappingError, Mappings, OVERFLOW_ID};
+pub use probe::probe;
+pub use request::{check_container, of_pod};
 
 use std::path::PathBuf;
 
