@@ -63,6 +63,7 @@ fn run(name: &str, script: &str, edit: impl FnOnce(&mut LinuxContainerSecurityCo
         rootfs: &root,
         users: &users,
         target_pid_namespace: None,
+        image_volumes: &[],
         // Top level, so runc delete leaves no parent cgroup behind.
         cgroups_path: format!("/{id}"),
     };

@@ -41,5 +41,6 @@ pub use image::{FsInfo, Image, Usage};
 pub use layout::ContainerDir;
 pub use manifest::Platform;
 pub use reference::{ImageRef, ImageSpec};
+pub use rootfs::LayerView;
 pub use store::{ImageStore, StoreConfig};
 pub use usage::tree_usage;

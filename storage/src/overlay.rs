@@ -45,26 +45,50 @@ pub fn links_dir(root: &Path) -> PathBuf {
     root.join("l")
 }
 
-fn options(lower: &[PathBuf], upper: &Path, work: &Path) -> String {
+/// The writable part of an overlay.
+#[derive(Debug, Clone, Copy)]
+pub struct Upper<'a> {
+    pub upper: &'a Path,
+    pub work: &'a Path,
+}
+
+fn options(lower: &[PathBuf], upper: Option<Upper<'_>>) -> String {
     let lowerdir: Vec<String> = lower
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowerdir.join(":"),
-        upper.display(),
-        work.display()
-    )
+    let mut options = format!("lowerdir={}", lowerdir.join(":"));
+    if let Some(Upper { upper, work }) = upper {
+        options.push_str(&format!(
+            ",upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ));
+    }
+    options
 }
 
-/// Mounts an overlay of `lower` (top layer first) with `upper` and `work`
-/// on `target`. Returns how the layers were named, for the log.
+/// An overlay without an upper layer is a read-only view of an image (an
+/// image volume): mounted read-only, and `nosuid`, `nodev`, `noexec` as
+/// KEP-4639 has it.
+fn flags(upper: Option<Upper<'_>>) -> MsFlags {
+    match upper {
+        Some(_) => MsFlags::empty(),
+        None => MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    }
+}
+
+/// Mounts an overlay of `lower` (top layer first), writable through
+/// `upper` when given (a read-only view of at least two lower layers
+/// otherwise), on `target`. Where the options would not fit a page, the
+/// layers are named by short links in `links`, when given (lower layers
+/// that are not the store's own, like an idmapped view of them, have no
+/// links), or added one by one. Returns how the layers were named, for
+/// the log.
 pub fn mount(
-    links: &Path,
+    links: Option<&Path>,
     lower: &[PathBuf],
-    upper: &Path,
-    work: &Path,
+    upper: Option<Upper<'_>>,
     target: &Path,
 ) -> Result<&'static str, String> {
     if lower.len() > MAX_LAYERS {
@@ -73,33 +97,36 @@ pub fn mount(
             lower.len()
         ));
     }
-    let full = options(lower, upper, work);
+    let full = options(lower, upper);
     if full.len() <= MAX_OPTIONS {
-        return mount_data(&full, target).map(|()| "layer paths");
+        return mount_data(&full, upper, target).map(|()| "layer paths");
     }
-    let short = lower
-        .iter()
-        .map(|layer| link_to(links, layer))
-        .collect::<io::Result<Vec<_>>>()
-        .map_err(|e| format!("short links for layers in {}: {e}", links.display()))?;
-    let data = options(&short, upper, work);
-    if data.len() <= MAX_OPTIONS {
-        return mount_data(&data, target).map(|()| "short links");
+    if let Some(links) = links {
+        let short = lower
+            .iter()
+            .map(|layer| link_to(links, layer))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| format!("short links for layers in {}: {e}", links.display()))?;
+        let data = options(&short, upper);
+        if data.len() <= MAX_OPTIONS {
+            return mount_data(&data, upper, target).map(|()| "short links");
+        }
     }
-    mount_appending(lower, upper, work, target).map(|()| "lowerdir+")
+    mount_appending(lower, upper, target).map(|()| "lowerdir+")
 }
 
-fn mount_data(data: &str, target: &Path) -> Result<(), String> {
+fn mount_data(data: &str, upper: Option<Upper<'_>>, target: &Path) -> Result<(), String> {
     let mount = |data: &str| {
         nix::mount::mount(
             Some("overlay"),
             target,
             Some("overlay"),
-            MsFlags::empty(),
+            flags(upper),
             Some(data),
         )
     };
-    if VOLATILE.load(Ordering::Relaxed) {
+    // `volatile` only means something for an upper layer.
+    if upper.is_some() && VOLATILE.load(Ordering::Relaxed) {
         match mount(&format!("{data}{VOLATILE_OPTION}")) {
             Err(nix::Error::EINVAL) => {
                 tracing::info!("overlayfs refuses `volatile`; mounting without it");
@@ -116,8 +143,7 @@ fn mount_data(data: &str, target: &Path) -> Result<(), String> {
 /// The new mount API: one `fsconfig` call per lower dir, no page limit.
 fn mount_appending(
     lower: &[PathBuf],
-    upper: &Path,
-    work: &Path,
+    upper: Option<Upper<'_>>,
     target: &Path,
 ) -> Result<(), String> {
     let fail = |what: &str, e: rustix::io::Errno| {
@@ -138,13 +164,24 @@ fn mount_appending(
             }
         })?;
     }
-    fsconfig_set_string(&fs, "upperdir", upper).map_err(|e| fail("upperdir", e))?;
-    fsconfig_set_string(&fs, "workdir", work).map_err(|e| fail("workdir", e))?;
-    // The mount works without it, only its unmount is slower.
-    let _ = fsconfig_set_flag(&fs, "volatile");
+    let attributes = match upper {
+        Some(Upper { upper, work }) => {
+            fsconfig_set_string(&fs, "upperdir", upper).map_err(|e| fail("upperdir", e))?;
+            fsconfig_set_string(&fs, "workdir", work).map_err(|e| fail("workdir", e))?;
+            // The mount works without it, only its unmount is slower.
+            let _ = fsconfig_set_flag(&fs, "volatile");
+            MountAttrFlags::empty()
+        }
+        None => {
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC
+        }
+    };
     fsconfig_create(&fs).map_err(|e| fail("create", e))?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| fail("fsmount", e))?;
+    let mnt =
+        fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attributes).map_err(|e| fail("fsmount", e))?;
     move_mount(
         &mnt,
         "",
@@ -221,7 +258,8 @@ mod tests {
     fn more_layers_than_overlayfs_stacks_is_refused_up_front() {
         let lower = vec![PathBuf::from("/nonexistent"); MAX_LAYERS + 1];
         let p = Path::new("/nonexistent");
-        let err = mount(p, &lower, p, p, p).unwrap_err();
+        let upper = Upper { upper: p, work: p };
+        let err = mount(Some(p), &lower, Some(upper), p).unwrap_err();
         assert!(
             err.contains("501 layers") && err.contains("at most 500"),
             "{err}"

@@ -59,8 +59,28 @@ fn is_mounted(path: &Path) -> io::Result<bool> {
     Ok(mount_points()?.iter().any(|p| p == path))
 }
 
-/// Mounts the rootfs of container `id` over `lower` (bottom layer first).
-pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageError> {
+/// How a container of a pod with its own user namespace sees the image's
+/// layers: through `layers`, an idmapped view of the layer store (each layer
+/// under its usual name), so that files show owned by the pod's ids with
+/// nothing chowned on disk. Its writable layer is not idmapped (overlayfs
+/// writes it as the mounter): what the container writes is stored as the
+/// node sees the container's ids, and the writable layer's root, an empty
+/// directory of pier's own, is owned by the pod's root (`root_owner`, as
+/// the node sees it), as the image's root is inside the pod.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerView<'a> {
+    pub layers: &'a Path,
+    pub root_owner: (u32, u32),
+}
+
+/// Mounts the rootfs of container `id` over `lower` (bottom layer first),
+/// which are `view`'s paths when given.
+pub fn mount(
+    root: &Path,
+    id: &str,
+    lower: &[PathBuf],
+    view: Option<LayerView<'_>>,
+) -> Result<PathBuf, ImageError> {
     let dir = ContainerDir::new(root, id)?;
     let (upper, work, merged) = (dir.upper(), dir.work(), dir.merged());
     for d in [&upper, &work, &merged] {
@@ -85,7 +105,18 @@ pub fn mount(root: &Path, id: &str, lower: &[PathBuf]) -> Result<PathBuf, ImageE
             ));
         }
     }
-    let named = overlay::mount(&overlay::links_dir(root), &lower, &upper, &work, &merged)
+    if let Some(view) = view {
+        let (uid, gid) = view.root_owner;
+        std::os::unix::fs::chown(&upper, Some(uid), Some(gid))
+            .map_err(|e| ImageError::io("give the pod's root", &upper, e))?;
+    }
+    // Short links name the store's own layer paths, not a view's.
+    let links = view.is_none().then(|| overlay::links_dir(root));
+    let upper_layer = overlay::Upper {
+        upper: &upper,
+        work: &work,
+    };
+    let named = overlay::mount(links.as_deref(), &lower, Some(upper_layer), &merged)
         .map_err(|cause| rootfs_err(id, cause))?;
     tracing::debug!(
         container = id,

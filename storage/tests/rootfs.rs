@@ -76,7 +76,7 @@ async fn rootfs_overlays_the_layers_with_a_private_writable_layer() {
     let image = pull_layered(&reg, &t).await;
     add_container(&t, "c1", &image.id);
 
-    let merged = t.store.create_rootfs("c1", &image.id).await.unwrap();
+    let merged = t.store.create_rootfs("c1", &image.id, None).await.unwrap();
     assert!(is_mounted(&merged));
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = info
@@ -119,7 +119,7 @@ async fn rootfs_overlays_the_layers_with_a_private_writable_layer() {
     );
 
     assert_eq!(
-        t.store.create_rootfs("c1", &image.id).await.unwrap(),
+        t.store.create_rootfs("c1", &image.id, None).await.unwrap(),
         merged
     );
     t.store.remove_container_files("c1").await.unwrap();
@@ -129,13 +129,13 @@ async fn rootfs_overlays_the_layers_with_a_private_writable_layer() {
 
     let err = t
         .store
-        .create_rootfs("../escape", &image.id)
+        .create_rootfs("../escape", &image.id, None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid container id"), "{err}");
     let err = t
         .store
-        .create_rootfs("c2", &"0".repeat(64))
+        .create_rootfs("c2", &"0".repeat(64), None)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -174,7 +174,11 @@ async fn rootfs_of_two_hundred_layers_mounts_and_its_links_go_with_the_image() {
     assert_eq!(image.layers.len(), 200);
     add_container(&t, "tall", &image.id);
 
-    let merged = t.store.create_rootfs("tall", &image.id).await.unwrap();
+    let merged = t
+        .store
+        .create_rootfs("tall", &image.id, None)
+        .await
+        .unwrap();
     assert!(is_mounted(&merged));
     assert_eq!(
         fs::read(merged.join("stack")).unwrap(),
@@ -200,8 +204,16 @@ async fn restart_removes_leftover_mounts_and_partial_pulls_but_keeps_live_ones()
     let mut t = TestStore::new(&[reg.host()]).await;
     let image = pull_layered(&reg, &t).await;
     add_container(&t, "live", &image.id);
-    let live = t.store.create_rootfs("live", &image.id).await.unwrap();
-    let ghost = t.store.create_rootfs("ghost", &image.id).await.unwrap();
+    let live = t
+        .store
+        .create_rootfs("live", &image.id, None)
+        .await
+        .unwrap();
+    let ghost = t
+        .store
+        .create_rootfs("ghost", &image.id, None)
+        .await
+        .unwrap();
 
     // What a crash mid-pull leaves behind.
     let layers = t.root().join("layers");
@@ -279,7 +291,7 @@ async fn fs_info_counts_layers_and_writable_layers() {
     assert_eq!(pulled.images.path, t.root());
 
     add_container(&t, "c1", &image.id);
-    let merged = t.store.create_rootfs("c1", &image.id).await.unwrap();
+    let merged = t.store.create_rootfs("c1", &image.id, None).await.unwrap();
     fs::write(merged.join("blob"), vec![1u8; 1 << 20]).unwrap();
     let written = t.store.fs_info().await.unwrap();
     assert!(written.containers.bytes >= pulled.containers.bytes + (1 << 20));

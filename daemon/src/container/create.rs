@@ -1,19 +1,18 @@
-//! CreateContainer: row first (reserving the name), then rootfs, bundle and
-//! monitor. Each step's failure undoes the earlier ones; a crash leaves a
-//! `creating` row that the next start cleans up.
+//! CreateContainer: checks, then the row (reserving the name), then rootfs,
+//! bundle and monitor (`setup`). Each step's failure undoes the earlier
+//! ones; a crash leaves a `creating` row that the next start cleans up.
 
 use k8s_cri::v1::ContainerEventType;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use k8s_cri::v1::{CreateContainerRequest, NamespaceMode};
-use pier_proto::args::MonitorArgs;
-use pier_storage::ContainerRecord;
+use k8s_cri::v1::{ContainerConfig, CreateContainerRequest, NamespaceMode};
+use pier_storage::{ContainerRecord, SandboxRecord};
 use prost::Message;
 
-use super::launch::Launch;
-use super::spec::{self, SpecInput, UserDb};
-use super::{CREATED, CREATING, ContainerRuntime, lifecycle, user};
+use super::setup::Setup;
+use super::spec;
+use super::{CREATED, CREATING, ContainerRuntime, lifecycle};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::sandbox::{self, READY, SandboxRuntime};
@@ -53,6 +52,7 @@ pub async fn create(
             sandbox.id
         )));
     }
+    check_features(daemon, &config, &sandbox).await?;
     let image = daemon
         .images
         .status(&image_ref)
@@ -117,16 +117,15 @@ pub async fn create(
     };
     daemon.db(move |db| db.insert_container(&record)).await?;
 
-    let made = set_up(
+    let setup = Setup {
         daemon,
-        &id,
-        &config,
-        &sandbox_config,
-        &sandbox,
-        &image,
-        &mut runtime,
-    )
-    .await;
+        id: &id,
+        config: &config,
+        sandbox_config: &sandbox_config,
+        sandbox: &SandboxRuntime::from_record(&sandbox),
+        image: &image,
+    };
+    let made = setup.run(&mut runtime).await;
     if let Err(e) = made {
         tracing::warn!(error = %e, "container setup failed; undoing it");
         lifecycle::discard(daemon, &id, &runtime).await;
@@ -150,96 +149,44 @@ pub async fn create(
     Ok(id)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn set_up(
+/// Checks, before anything is made, what the container asks of its pod and
+/// of the node: its mounts, its user namespace (its pod's), and recursive
+/// read-only mounts only where the pod's runtime handler has them.
+async fn check_features(
     daemon: &Daemon,
-    id: &str,
-    config: &k8s_cri::v1::ContainerConfig,
-    sandbox_config: &k8s_cri::v1::PodSandboxConfig,
-    sandbox: &pier_storage::SandboxRecord,
-    image: &pier_storage::Image,
-    runtime: &mut ContainerRuntime,
+    config: &ContainerConfig,
+    sandbox: &SandboxRecord,
 ) -> Result<(), Error> {
-    for dir in [&runtime.bundle, &runtime.runtime_dir, &runtime.exit_dirs[1]] {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-    }
-    if let Some(parent) = runtime.log_path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(Error::io(format!("create {}", parent.display())))?;
-    }
-    runtime.rootfs = daemon.images.create_rootfs(id, &image.id).await?;
-
-    let sandbox_runtime = SandboxRuntime::from_record(sandbox);
-    let target_pid_namespace = target_pid_namespace(daemon, config).await?;
-    let users = UserDb::read(&runtime.rootfs);
-    let parent = sandbox_config
+    spec::mounts::check(&config.mounts)?;
+    let pod = SandboxRuntime::from_record(sandbox);
+    let options = config
         .linux
         .as_ref()
-        .map(|l| l.cgroup_parent.as_str())
-        .unwrap_or_default();
-    let input = SpecInput {
-        config,
-        sandbox_config,
-        sandbox: &sandbox_runtime,
-        image: &image.config,
-        rootfs: &runtime.rootfs,
-        users: &users,
-        target_pid_namespace,
-        cgroups_path: spec::cgroups_path(daemon.config.runtime.cgroup_manager, parent, id),
-    };
-    let oci = spec::generate(&input)?;
-    let config_json = runtime.bundle.join("config.json");
-    oci.save(&config_json).map_err(|source| Error::SaveSpec {
-        path: config_json.clone(),
-        source,
-    })?;
-
-    let monitor =
-        crate::binaries::resolve_own(&daemon.config.runtime.monitor_path).ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "monitor {} not found beside pierd or in PATH",
-                daemon.config.runtime.monitor_path.display()
-            ))
-        })?;
-    let logs = &daemon.config.container_logs;
-    let launch = Launch {
-        monitor,
-        args: MonitorArgs {
-            id: id.to_owned(),
-            bundle: runtime.bundle.clone(),
-            runtime: runtime.runtime.clone(),
-            runtime_args: vec!["--root".into(), runtime.runtime_root.clone().into()],
-            log_path: runtime.log_path.clone(),
-            exit_dirs: runtime.exit_dirs.clone(),
-            runtime_dir: runtime.runtime_dir.clone(),
-            terminal: config.tty,
-            stdin: config.stdin,
-            sync_fd: None,
-            start_gate_fd: None,
-            log_max_line: logs.max_line_size,
-            log_max_size: logs.max_file_size,
-        },
-    };
-    let host = Arc::clone(&daemon.host);
-    let created = tokio::task::spawn_blocking(move || host.launch_monitor(&launch)).await??;
-    runtime.pid = created.pid;
-    runtime.start_time = created.start_time;
-    runtime.monitor_pid = created.monitor_pid;
-    runtime.monitor_start_time = created.monitor_start_time;
-    // runc has set the process's ids by the time `create` returns (its init
-    // waits for `start` after changing them), so they can be read back now.
-    runtime.user = match user::read(created.pid, sandbox_runtime.userns_mappings()) {
-        Ok(user) => Some(user),
-        Err(e) => {
-            tracing::warn!(pid = created.pid, error = %e, "read the container process's identity");
-            None
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    crate::userns::check_container(options, pod.userns_mappings())?;
+    crate::userns::check_mount_mappings(&config.mounts, pod.userns_mappings())?;
+    if config.mounts.iter().any(|m| m.recursive_read_only) {
+        let (conf, host) = (&daemon.config, &*daemon.host);
+        let handler = &sandbox.runtime_handler;
+        if !daemon
+            .features
+            .handler(conf, host, handler)
+            .await
+            .recursive_read_only
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "config.mounts.recursive_read_only: runtime handler {handler:?} does not \
+                 support recursive read-only mounts here (they need mount_setattr, Linux \
+                 5.12, and a runtime whose features list `rro`)"
+            )));
         }
-    };
+    }
     Ok(())
 }
 
 /// The PID namespace of the container a TARGET-mode container joins.
-async fn target_pid_namespace(
+pub(super) async fn target_pid_namespace(
     daemon: &Daemon,
     config: &k8s_cri::v1::ContainerConfig,
 ) -> Result<Option<PathBuf>, Error> {

@@ -298,6 +298,7 @@ pub async fn reopen_log(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// and clean up creates a crash interrupted. Watchers start before any
 /// status is read, so an exit during startup is not missed.
 pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
+    super::stage::sweep(&daemon.config.runroot);
     for record in daemon.db(|db| db.containers()).await? {
         let runtime = ContainerRuntime::from_record(&record);
         match record.state.as_str() {

@@ -7,7 +7,7 @@ mod request;
 
 pub use mappings::{IdMap, IdRange, MappingError, Mappings, OVERFLOW_ID};
 pub use probe::probe;
-pub use request::{check_container, of_pod};
+pub use request::{check_container, check_mount_mappings, of_pod};
 
 use std::path::PathBuf;
 

@@ -5,7 +5,7 @@
 //! a pod off the node's network, PID and IPC namespaces, which pier checks
 //! again because a pod sharing one of them could not own it.
 
-use k8s_cri::v1::{NamespaceMode, NamespaceOption, PodSandboxConfig, UserNamespace};
+use k8s_cri::v1::{Mount, NamespaceMode, NamespaceOption, PodSandboxConfig, UserNamespace};
 
 use super::{IdMap, Mappings};
 use crate::error::Error;
@@ -110,6 +110,39 @@ pub fn check_container(
             "a container shares its pod's user namespace, with the pod's mappings",
         )),
     }
+}
+
+/// Checks a mount's own mappings (`Mount.uidMappings`), which kubelet
+/// leaves empty: pier idmaps every mount of a pod with its own user
+/// namespace with the pod's mappings, so others cannot be honoured.
+pub fn check_mount_mappings(mounts: &[Mount], pod: Option<&Mappings>) -> Result<(), Error> {
+    for m in mounts {
+        for (field, ranges, pod_map) in [
+            (
+                "config.mounts.uidMappings",
+                &m.uid_mappings,
+                pod.map(|p| &p.uids),
+            ),
+            (
+                "config.mounts.gidMappings",
+                &m.gid_mappings,
+                pod.map(|p| &p.gids),
+            ),
+        ] {
+            if ranges.is_empty() || pod_map.is_some_and(|p| p.same_as(ranges)) {
+                continue;
+            }
+            return Err(invalid(
+                field,
+                format!(
+                    "{}: a mount is idmapped with its pod's user namespace mappings, and \
+                     takes no others",
+                    m.container_path
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

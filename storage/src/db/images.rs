@@ -240,13 +240,25 @@ impl Database {
         )?)
     }
 
-    /// Ids of the containers created from this image.
+    /// Ids of the containers created from this image or mounting it as a
+    /// volume.
     pub fn containers_using_image(&self, image_id: &str) -> Result<Vec<String>, DbError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id FROM containers WHERE image_id = ?1 ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM containers WHERE image_id = ?1 \
+             UNION SELECT container_id FROM image_volumes WHERE image_id = ?1 ORDER BY 1",
+        )?;
         let rows = stmt.query_map([image_id], |row| row.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that container `container_id` mounts image `image_id` as a
+    /// volume; the row goes with the container's.
+    pub fn insert_image_volume(&self, container_id: &str, image_id: &str) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO image_volumes (container_id, image_id) VALUES (?1, ?2)",
+            [container_id, image_id],
+        )?;
+        Ok(())
     }
 
     /// Whether a container with this id exists.

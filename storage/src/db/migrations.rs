@@ -71,6 +71,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX image_layers_by_layer ON image_layers(chain_id);
     ",
+    // 2: images containers mount as volumes (KEP-4639), which must stay
+    // while the container exists.
+    "
+    CREATE TABLE image_volumes (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        image_id     TEXT NOT NULL,
+        PRIMARY KEY (container_id, image_id)
+    );
+    CREATE INDEX image_volumes_by_image ON image_volumes(image_id);
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -3,7 +3,7 @@
 //! vocabulary, then parsed into `oci_spec::runtime::Spec`, which checks every
 //! field's type and enum value before runc sees it.
 
-mod mounts;
+pub mod mounts;
 mod process;
 mod resources;
 mod seccomp_default;
@@ -52,6 +52,8 @@ pub struct SpecInput<'a> {
     pub users: &'a UserDb,
     /// The target container's PID namespace, for `TARGET` mode.
     pub target_pid_namespace: Option<PathBuf>,
+    /// Image volumes as mounted for this create: container path, mount point.
+    pub image_volumes: &'a [(String, PathBuf)],
     pub cgroups_path: String,
 }
 
@@ -100,7 +102,12 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let oom = resources::oom_score_adj(resources.map_or(0, |r| r.oom_score_adj));
     let no_new_privs = context.is_some_and(|c| c.no_new_privs);
 
-    let (mounts, rootfs_propagation) = mounts::mounts(&config.mounts, input.sandbox, privileged)?;
+    let (mounts, rootfs_propagation) = mounts::mounts(
+        &config.mounts,
+        input.sandbox,
+        privileged,
+        input.image_volumes,
+    )?;
     let devices = devices(config, privileged)?;
     let mut process = json!({
         "terminal": config.tty,
@@ -153,6 +160,11 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if let Some(propagation) = rootfs_propagation {
         linux_section["rootfsPropagation"] = json!(propagation);
     }
+    if let Some(userns) = &input.sandbox.userns {
+        // runc 1.1 wants the mappings even for a user namespace it joins.
+        linux_section["uidMappings"] = json!(userns.mappings.uids.to_oci());
+        linux_section["gidMappings"] = json!(userns.mappings.gids.to_oci());
+    }
     let hostname = if input.sandbox.utsns.is_some() {
         input.sandbox.hostname.clone()
     } else {
@@ -177,6 +189,10 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 fn namespaces(input: &SpecInput<'_>) -> Result<Vec<Value>, SpecError> {
     let sandbox = input.sandbox;
     let mut out = vec![json!({ "type": "mount" })];
+    // The pod's own user namespace, which owns the namespaces below.
+    if let Some(userns) = &sandbox.userns {
+        out.push(json!({ "type": "user", "path": userns.path }));
+    }
     for (kind, path) in [
         ("network", &sandbox.netns),
         ("ipc", &sandbox.ipcns),

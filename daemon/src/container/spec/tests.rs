@@ -188,6 +188,7 @@ fn spec_for(
         rootfs: Path::new("/var/lib/pier/containers/c/merged"),
         users: &users,
         target_pid_namespace: None,
+        image_volumes: &[],
         cgroups_path: "/pier/pier-c".into(),
     };
     generate(&input).map(|spec| serde_json::to_value(spec).expect("serialize"))

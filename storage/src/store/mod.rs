@@ -20,7 +20,10 @@ use crate::layers::{self, LayerDirs, LayerJob, Leases, PullState};
 use crate::manifest::{Manifest, Platform};
 use crate::reference::{ImageRef, ImageSpec};
 use crate::registry::{Session, Source};
+use crate::rootfs::LayerView;
 use crate::{blobs, gc, rootfs, usage};
+
+mod volumes;
 
 /// Settings of the image store.
 #[derive(Debug, Clone)]
@@ -116,6 +119,12 @@ impl ImageStore {
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.inner.config.root
+    }
+
+    /// The directory holding one directory per unpacked layer, named by its
+    /// chain id's hex digits.
+    pub fn layers_dir(&self) -> &Path {
+        &self.inner.layers.root
     }
 
     async fn db<T: Send + 'static>(
@@ -525,6 +534,7 @@ impl ImageStore {
         &self,
         container_id: &str,
         image_id: &str,
+        view: Option<LayerView<'_>>,
     ) -> Result<PathBuf, ImageError> {
         let _gc = self.inner.gc.read().await;
         let Some(image) = self.status(image_id).await? else {
@@ -533,21 +543,41 @@ impl ImageStore {
             });
         };
         let root = self.inner.config.root.clone();
-        let layers = self.inner.layers.clone();
         let id = container_id.to_owned();
+        let lower = self.layer_paths(&image, view.map(|v| v.layers), &id)?;
+        let view = view.map(|v| (v.layers.to_owned(), v.root_owner));
         blocking(move || {
-            let lower = image
-                .layers
-                .iter()
-                .map(|c| Digest::parse(c).map(|c| layers.path(&c)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|cause| ImageError::Rootfs {
-                    container: id.clone(),
-                    cause,
-                })?;
-            rootfs::mount(&root, &id, &lower)
+            let view = view.as_ref().map(|(layers, root_owner)| LayerView {
+                layers,
+                root_owner: *root_owner,
+            });
+            rootfs::mount(&root, &id, &lower, view)
         })
         .await
+    }
+
+    /// The directories of an image's layers, bottom first: the store's own,
+    /// or their names under `view` (an idmapped view of the layer store).
+    fn layer_paths(
+        &self,
+        image: &Image,
+        view: Option<&Path>,
+        container: &str,
+    ) -> Result<Vec<PathBuf>, ImageError> {
+        image
+            .layers
+            .iter()
+            .map(|c| {
+                Digest::parse(c).map(|c| match view {
+                    Some(view) => view.join(c.hex()),
+                    None => self.inner.layers.path(&c),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|cause| ImageError::Rootfs {
+                container: container.to_owned(),
+                cause,
+            })
     }
 
     /// Unmounts a container's root filesystem and deletes its whole folder
