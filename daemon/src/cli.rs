@@ -31,7 +31,7 @@ pub enum Command {
     Config,
     /// Internal: unshare and pin a pod's namespaces (run by pierd itself).
     #[command(hide = true)]
-    PinNamespaces(crate::pinns::PinRequest),
+    PinNamespaces(Box<crate::pinns::PinRequest>),
 }
 
 /// Flags override the configuration files; a flag not given falls back to its

@@ -338,12 +338,19 @@ impl Drop for Pierd {
 
 /// A temp dir with a short path: monitor control sockets live at
 /// `<runroot>/containers/<64-hex id>/monitor.sock`, and a Unix socket path
-/// must fit in 108 bytes.
+/// must fit in 108 bytes. Searchable by others (0711), as `/var/lib` and
+/// `/run` are: the root of a pod with its own user namespace is an
+/// unprivileged id on the node, and runc walks down to the pod's rootfs as
+/// that id.
 fn short_tempdir() -> TempDir {
-    tempfile::Builder::new()
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
         .prefix("p")
         .tempdir_in("/tmp")
-        .expect("tempdir")
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod the temp dir");
+    dir
 }
 
 fn runroot(dir: &Path, options: &PierdOptions) -> PathBuf {
