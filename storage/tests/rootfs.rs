@@ -301,3 +301,69 @@ async fn fs_info_counts_layers_and_writable_layers() {
     );
     t.store.remove_container_files("c1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_volume_is_a_read_only_view_that_holds_its_image() {
+    let reg = Registry::start();
+    let t = TestStore::new(&[reg.host()]).await;
+    let only = TarLayer::new()
+        .dir("data")
+        .file("data/hello", b"hello")
+        .finish();
+    let layers = vec![Blob::gzip(&only)];
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
+    reg.push_image(
+        "test/volume:v1",
+        &layers,
+        &config_json(&diff_ids, "amd64", ""),
+        false,
+    )
+    .await;
+    let image = t
+        .store
+        .pull(&format!("{}/test/volume:v1", reg.host()), &Auth::default())
+        .await
+        .unwrap();
+    // The container itself runs another image.
+    add_container(&t, "c1", "sha256:another");
+    let target = tempfile::tempdir().unwrap();
+    let mounted = t
+        .store
+        .mount_image_volume("c1", &image.id, target.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(mounted.id, image.id);
+    assert_eq!(
+        fs::read(target.path().join("data/hello")).unwrap(),
+        b"hello"
+    );
+    let err = fs::write(target.path().join("data/new"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_erofs()), "{err}");
+    let flags = nix::sys::statvfs::statvfs(target.path()).unwrap().flags();
+    use nix::sys::statvfs::FsFlags;
+    for flag in [
+        FsFlags::ST_RDONLY,
+        FsFlags::ST_NOSUID,
+        FsFlags::ST_NODEV,
+        FsFlags::ST_NOEXEC,
+    ] {
+        assert!(flags.contains(flag), "{flag:?} missing from {flags:?}");
+    }
+
+    let err = t.store.remove(&image.id).await.unwrap_err();
+    assert!(
+        matches!(&err, ImageError::InUse { containers, .. } if containers == &["c1"]),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    nix::mount::umount2(target.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    // The use goes with the container's row.
+    t.db.lock().unwrap().delete_container("c1").unwrap();
+    t.store.remove(&image.id).await.unwrap();
+    assert!(t.store.status(&image.id).await.unwrap().is_none());
+}
+
+/// `EROFS`, a read-only filesystem refusing a write.
+fn libc_erofs() -> i32 {
+    nix::errno::Errno::EROFS as i32
+}
