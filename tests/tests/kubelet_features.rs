@@ -355,6 +355,17 @@ async fn host_users_false_pod_runs_with_its_own_ids_everywhere() {
     node.pierd.restart().await;
     node.cri = node.pierd.cri().await.runtime;
     let cri = &mut node.cri;
+    let pod_status = cri
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(pod_status.state, PodSandboxState::SandboxReady as i32);
     assert_eq!(
         status(cri, &id).await.state,
         ContainerState::ContainerRunning as i32

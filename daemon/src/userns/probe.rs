@@ -143,3 +143,24 @@ fn release(scratch: &Path) {
     let _ = std::fs::remove_file(scratch.join("userns"));
     let _ = std::fs::remove_dir(scratch);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_directory_on_the_way_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private = dir.path().join("private");
+        let below = private.join("run");
+        std::fs::create_dir_all(&below).expect("mkdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let err = searchable_by_others(&below).expect_err("0700 on the way");
+        assert!(err.contains(&private.display().to_string()), "{err}");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        // The temp dir's own parents (/tmp) are searchable.
+        assert_eq!(searchable_by_others(&below), Ok(()));
+    }
+}
