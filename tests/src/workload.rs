@@ -492,3 +492,57 @@ pub async fn exec_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A container command that says it started, then sleeps.
+pub const SLEEP: &[&str] = &["sh", "-c", "echo started; exec sleep 100000"];
+
+/// The container's first process as the node sees it (the pid in the
+/// verbose ContainerStatus).
+pub async fn host_pid(cri: &mut Runtime, id: &str) -> i32 {
+    let info = cri
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .info;
+    let info: serde_json::Value =
+        serde_json::from_str(info.get("info").expect("verbose info")).expect("info is JSON");
+    info["pid"].as_i64().expect("pid") as i32
+}
+
+/// A field of `/proc/<pid>/status`, as the node reads it.
+pub fn proc_status(pid: i32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}
+
+/// Runs `script` in the container; returns (exit code, stdout, stderr).
+pub async fn sh(cri: &mut Runtime, id: &str, script: &str) -> (i32, String, String) {
+    let out = exec(cri, id, &["sh", "-c", script], 30).await;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.exit_code, text(&out.stdout), text(&out.stderr))
+}
+
+/// Runs `script` in the container, which must succeed; returns its stdout.
+pub async fn sh_ok(cri: &mut Runtime, id: &str, script: &str) -> String {
+    let (code, out, err) = sh(cri, id, script).await;
+    assert_eq!(code, 0, "{script}: {err}");
+    out
+}
+
+/// The mount points of the node's mount namespace.
+pub fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect()
+}
