@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::events::{Events, ExitWatch};
 use crate::host::Host;
 use crate::locks::KeyedLocks;
+use crate::metrics::Metrics;
 
 /// What every CRI request can reach.
 pub struct Daemon {
@@ -22,6 +23,8 @@ pub struct Daemon {
     pub exits: ExitWatch,
     /// Lifecycle events for GetContainerEvents subscribers.
     pub events: Events,
+    /// Prometheus metrics; recorded whether or not an endpoint serves them.
+    pub metrics: Arc<Metrics>,
     db: SharedDatabase,
 }
 
@@ -32,6 +35,11 @@ impl Daemon {
         images: ImageStore,
         host: Arc<dyn Host>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new(
+            Arc::clone(&db),
+            config.runroot.join("containers"),
+            images.clone(),
+        ));
         Self {
             config,
             locks: KeyedLocks::default(),
@@ -39,6 +47,7 @@ impl Daemon {
             host,
             exits: ExitWatch::default(),
             events: Events::default(),
+            metrics,
             db,
         }
     }

@@ -9,6 +9,7 @@ pub mod critest_mirror;
 pub mod image;
 pub mod native;
 pub mod pierd;
+pub mod prometheus;
 pub mod registry;
 pub mod streams;
 pub mod token_server;
