@@ -141,8 +141,14 @@ fn request_span(request: &http::Request<()>, tracing_on: bool) -> tracing::Span 
         pod_id = tracing::field::Empty,
         container_id = tracing::field::Empty,
         image = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
     );
     if tracing_on {
+        // Exported spans are named by the CRI method, as kubelet's client
+        // spans are; the log keeps its one `cri` span name.
+        span.record("otel.name", method);
+        span.record("otel.kind", "server");
         crate::telemetry::adopt_parent(&span, request.headers());
     }
     span
