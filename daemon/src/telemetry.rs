@@ -2,8 +2,9 @@
 //!
 //! Each call's span (server.rs) becomes an OpenTelemetry span with the pod
 //! and container ids as attributes. When the call carries a W3C
-//! `traceparent` (kubelet sends one when its own tracing is on: the
-//! otelgrpc interceptor on its CRI client), that span is its parent, so a
+//! `traceparent` (kubelet sends one when its own tracing is on: KEP-2831,
+//! kubernetes/enhancements keps/sig-instrumentation/2831-kubelet-tracing,
+//! puts an otelgrpc interceptor on its CRI client), that span is its parent, so a
 //! pod start reads as one trace from kubelet through pierd. With no
 //! endpoint configured nothing of this is installed.
 
