@@ -313,7 +313,10 @@ fn bad_metrics_and_tracing_values_name_their_key() {
         ("[metrics]\naddress = \"localhost\"\n", "address"),
         ("[tracing]\nprotocol = \"http\"\n", "protocol"),
         ("[tracing]\nsampling_rate = -0.1\n", "tracing.sampling_rate"),
-        ("[tracing]\nendpoint = \"127.0.0.1:4317\"\n", "tracing.endpoint"),
+        (
+            "[tracing]\nendpoint = \"127.0.0.1:4317\"\n",
+            "tracing.endpoint",
+        ),
     ] {
         let err = Files::new().main(text).load().expect_err(text).to_string();
         assert!(err.contains(key), "{text}: {err}");
