@@ -33,11 +33,11 @@ fi
 # openssl signs the test token server's tokens; Go and spdystream build the
 # SPDY client the streaming tests talk through, and the released crictl and
 # critest (../shared/cri-tools); umoci, skopeo, jq and util-linux build and
-# push the images critest pulls.
+# push the images critest pulls; prometheus scrapes a test pierd's metrics.
 packages=(runc protobuf-compiler containernetworking-plugins iptables iproute2
           docker-registry busybox-static apache2-utils openssl build-essential
           pkg-config ca-certificates golang-go golang-github-docker-spdystream-dev
-          umoci skopeo jq curl util-linux)
+          umoci skopeo jq curl util-linux prometheus)
 if [ "$bench" = 1 ]; then
   packages+=(conmon containerd hyperfine)
 fi

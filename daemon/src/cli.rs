@@ -97,6 +97,26 @@ pub struct Flags {
         value_name = "ADDR:PORT"
     )]
     pub streaming_address: Option<SocketAddr>,
+    /// Serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(
+        long,
+        global = true,
+        env = "PIER_METRICS_ADDRESS",
+        value_name = "ADDR:PORT"
+    )]
+    pub metrics_address: Option<SocketAddr>,
+    /// Export traces of CRI calls to this OTLP collector (gRPC), e.g.
+    /// http://127.0.0.1:4317.
+    #[arg(long, global = true, env = "PIER_TRACING_ENDPOINT", value_name = "URL")]
+    pub tracing_endpoint: Option<String>,
+    /// Share of traces started by pierd that are exported, 0.0 to 1.0.
+    #[arg(
+        long,
+        global = true,
+        env = "PIER_TRACING_SAMPLING_RATE",
+        value_name = "RATE"
+    )]
+    pub tracing_sampling_rate: Option<f64>,
 }
 
 fn parse_mirror(value: &str) -> Result<(String, String), String> {
@@ -170,6 +190,15 @@ impl Flags {
         }
         if let Some(address) = self.streaming_address {
             config.streaming.address = address;
+        }
+        if let Some(address) = self.metrics_address {
+            config.metrics.address = Some(address);
+        }
+        if let Some(endpoint) = &self.tracing_endpoint {
+            config.tracing.endpoint.clone_from(endpoint);
+        }
+        if let Some(rate) = self.tracing_sampling_rate {
+            config.tracing.sampling_rate = rate;
         }
     }
 }

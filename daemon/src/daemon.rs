@@ -10,6 +10,7 @@ use crate::events::{Events, ExitWatch};
 use crate::features::Features;
 use crate::host::Host;
 use crate::locks::KeyedLocks;
+use crate::metrics::Metrics;
 
 /// What every CRI request can reach.
 pub struct Daemon {
@@ -25,6 +26,8 @@ pub struct Daemon {
     pub events: Events,
     /// What the node and each runtime handler support, probed once.
     pub features: Features,
+    /// Prometheus metrics; recorded whether or not an endpoint serves them.
+    pub metrics: Arc<Metrics>,
     db: SharedDatabase,
 }
 
@@ -35,6 +38,11 @@ impl Daemon {
         images: ImageStore,
         host: Arc<dyn Host>,
     ) -> Self {
+        let metrics = Arc::new(Metrics::new(
+            Arc::clone(&db),
+            config.runroot.join("containers"),
+            images.clone(),
+        ));
         Self {
             config,
             locks: KeyedLocks::default(),
@@ -43,6 +51,7 @@ impl Daemon {
             exits: ExitWatch::default(),
             events: Events::default(),
             features: Features::default(),
+            metrics,
             db,
         }
     }

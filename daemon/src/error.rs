@@ -189,6 +189,13 @@ pub enum StartError {
         address: std::net::SocketAddr,
         source: io::Error,
     },
+    #[error("metrics endpoint: listen on {address}: {source}")]
+    MetricsListen {
+        address: std::net::SocketAddr,
+        source: io::Error,
+    },
+    #[error("tracing: {0}")]
+    Tracing(String),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("open image store: {0}")]

@@ -15,6 +15,7 @@ pub mod host;
 pub mod ids;
 pub mod locks;
 pub mod logging;
+pub mod metrics;
 pub mod network;
 pub mod pinns;
 pub mod sandbox;
@@ -23,6 +24,7 @@ pub mod service;
 pub mod socket;
 pub mod status;
 pub mod streaming;
+pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
 pub mod time;

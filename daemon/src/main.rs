@@ -36,7 +36,6 @@ fn main() -> ExitCode {
         },
         Some(Command::PinNamespaces(_)) => ExitCode::SUCCESS,
         None => {
-            pierd::logging::init(&config.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -44,7 +43,21 @@ fn main() -> ExitCode {
                 Ok(runtime) => runtime,
                 Err(e) => return fail(&e),
             };
-            match runtime.block_on(pierd::server::serve(config)) {
+            // The OTLP exporter's gRPC client lives on this runtime.
+            let tracer = {
+                let _inside = runtime.enter();
+                match pierd::telemetry::Tracer::start(&config.tracing) {
+                    Ok(tracer) => tracer,
+                    Err(e) => return fail(&e),
+                }
+            };
+            pierd::logging::init(&config.log, tracer.as_ref());
+            let served = runtime.block_on(pierd::server::serve(config));
+            if let Some(tracer) = tracer {
+                let _inside = runtime.enter();
+                tracer.shutdown();
+            }
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "pierd failed");

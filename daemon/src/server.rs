@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::error::StartError;
 use crate::host::linux::LinuxHost;
+use crate::metrics::CriMetricsLayer;
 use crate::service::{ImageService, RuntimeService};
 use crate::socket;
 use crate::streaming::Streaming;
@@ -52,6 +53,12 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     )
     .await?;
     let daemon = Arc::new(Daemon::new(config, db, images, Arc::new(LinuxHost)));
+    // Bound before anything else is started, so a port in use stops pierd
+    // with nothing to undo.
+    let metrics_endpoint = match daemon.config.metrics.address {
+        Some(address) => Some(crate::metrics::bind(address, Arc::clone(&daemon.metrics)).await?),
+        None => None,
+    };
     // Container exits are watched before anything else reads their state.
     if let Err(e) = crate::container::reconcile(&daemon).await {
         tracing::error!(error = %e, "reconciling containers failed");
@@ -60,6 +67,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         // Serving with stale state beats not serving: kubelet re-syncs pods.
         tracing::error!(error = %e, "reconciling sandboxes failed");
     }
+    let metrics_task = match metrics_endpoint {
+        Some(endpoint) => {
+            daemon.metrics.refresh().await;
+            if let Some(address) = endpoint.local_addr() {
+                tracing::info!(%address, "serving metrics at /metrics");
+            }
+            Some(tokio::spawn(endpoint.serve()))
+        }
+        None => None,
+    };
     let streaming_config = daemon.config.streaming.clone();
     let (streaming, streaming_task) =
         Streaming::start(&streaming_config, Arc::clone(&daemon)).await?;
@@ -75,9 +92,16 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "pierd serving CRI");
+    let tracing_on = !daemon.config.tracing.endpoint.is_empty();
+    let count_calls = daemon
+        .config
+        .metrics
+        .address
+        .map(|_| CriMetricsLayer(Arc::clone(&daemon.metrics)));
     let server = Server::builder()
-        .trace_fn(request_span)
+        .trace_fn(move |request| request_span(request, tracing_on))
         .timeout(Duration::from_secs(30 * 60))
+        .layer(tower::util::option_layer(count_calls))
         .add_service(runtime)
         .add_service(images)
         .serve_with_incoming_shutdown(incoming, async {
@@ -99,21 +123,35 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // containers do not.
     streaming.shutdown();
     let _ = streaming_task.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!("pierd stopped; containers keep running");
     Ok(())
 }
 
 /// One span per CRI call, named by its method. Handlers record the ids they
-/// work on into the empty fields.
-fn request_span(request: &http::Request<()>) -> tracing::Span {
+/// work on into the empty fields. With tracing on, the caller's trace (if
+/// it sent one) becomes the span's parent.
+fn request_span(request: &http::Request<()>, tracing_on: bool) -> tracing::Span {
     let method = request.uri().path().rsplit('/').next().unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "cri",
         method,
         pod_id = tracing::field::Empty,
         container_id = tracing::field::Empty,
         image = tracing::field::Empty,
-    )
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if tracing_on {
+        // Exported spans are named by the CRI method, as kubelet's client
+        // spans are; the log keeps its one `cri` span name.
+        span.record("otel.name", method);
+        span.record("otel.kind", "server");
+        crate::telemetry::adopt_parent(&span, request.headers());
+    }
+    span
 }
 
 fn create_dir(dir: &Path) -> Result<(), StartError> {

@@ -7,6 +7,10 @@
 //! which is what kubelet's reader expects). Records are batched in one
 //! buffer and written with few write(2) calls; never fsync'd on the hot path.
 //!
+//! Counters of what was written, dropped and split go to the log counters
+//! file ([`pier_proto::log_stats`]) at most once a second while output
+//! flows, and when it stops: one pwrite, never one per record.
+//!
 //! Maximum file size (off by default): when a write takes the file past the
 //! limit, the newest half of the limit is kept, starting at the first record
 //! boundary, by copying it to a temp file renamed over the log. Readers
@@ -17,11 +21,16 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use pier_proto::log_stats::LogStats;
+
 use crate::sys::memchr;
 use crate::timestamp;
 
 /// Records are written once this much is batched.
 const FLUSH_AT: usize = 256 * 1024;
+
+/// Least time between two writes of the counters file while output flows.
+const STATS_EVERY_NS: i64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -49,6 +58,12 @@ pub struct CriLog {
     failing: bool,
     /// The last write stopped inside a record.
     torn: bool,
+    stats: LogStats,
+    stats_file: Option<File>,
+    /// Timestamp of the newest output, and of the last counters write.
+    last_ts: i64,
+    stats_written_ts: i64,
+    stats_dirty: bool,
 }
 
 impl CriLog {
@@ -69,12 +84,45 @@ impl CriLog {
             dropped: 0,
             failing: false,
             torn: false,
+            stats: LogStats::default(),
+            stats_file: None,
+            last_ts: 0,
+            stats_written_ts: 0,
+            stats_dirty: false,
         })
+    }
+
+    /// Keep the counters in `path` (created or truncated now). Without it
+    /// the log works the same; only the daemon's metrics miss this log.
+    pub fn keep_stats(&mut self, path: &Path) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        self.stats.write_to(&file)?;
+        self.stats_file = Some(file);
+        Ok(())
     }
 
     /// Bytes that could not be written (disk full, I/O error).
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Write the counters file if anything changed since its last write.
+    pub fn persist_stats(&mut self) {
+        if !self.stats_dirty {
+            return;
+        }
+        self.stats_dirty = false;
+        self.stats_written_ts = self.last_ts;
+        if let Some(file) = &self.stats_file
+            && let Err(e) = self.stats.write_to(file)
+        {
+            crate::diag!("log counters: {e}");
+            self.stats_file = None;
+        }
     }
 
     /// Append the records for one read's worth of `data` from `stream`,
@@ -84,6 +132,7 @@ impl CriLog {
             return;
         }
         let ts = timestamp::format(ts_ns);
+        self.last_ts = ts_ns;
         let mut rest = data;
         while !rest.is_empty() {
             let (line, complete, next) = match memchr(b'\n', rest) {
@@ -91,6 +140,10 @@ impl CriLog {
                 None => (rest, false, &rest[rest.len()..]),
             };
             let mut piece = line;
+            if piece.len() > self.max_line {
+                self.stats.split_lines += 1;
+                self.stats_dirty = true;
+            }
             while piece.len() > self.max_line {
                 let (head, tail) = piece.split_at(self.max_line);
                 self.record(&ts, stream, b'P', head);
@@ -129,9 +182,11 @@ impl CriLog {
             return;
         }
         let res = self.write_batch();
+        self.stats_dirty = true;
         match res {
             Ok(()) => {
                 self.size += self.out.len() as u64;
+                self.stats.written_bytes += self.out.len() as u64;
                 if self.failing {
                     self.failing = false;
                     crate::diag!("log {}: writes succeed again", self.path.display());
@@ -139,6 +194,7 @@ impl CriLog {
             }
             Err(e) => {
                 self.dropped += self.out.len() as u64;
+                self.stats.dropped_bytes += self.out.len() as u64;
                 if !self.failing {
                     self.failing = true;
                     crate::diag!(
@@ -149,6 +205,9 @@ impl CriLog {
             }
         }
         self.out.clear();
+        if self.last_ts - self.stats_written_ts >= STATS_EVERY_NS {
+            self.persist_stats();
+        }
         if self.max_size > 0
             && self.size > self.max_size
             && let Err(e) = self.keep_newest()
@@ -190,11 +249,13 @@ impl CriLog {
         Ok(())
     }
 
-    /// Give the batch buffer back to the kernel while idle.
+    /// Give the batch buffer back to the kernel while idle, and bring the
+    /// counters file up to date.
     pub fn release_buffers(&mut self) {
         if self.out.is_empty() {
             self.out = Vec::new();
         }
+        self.persist_stats();
     }
 
     /// Reopen the log by path (after kubelet renamed it). Records already
@@ -215,6 +276,7 @@ impl CriLog {
     /// Flush and fsync once, at exit.
     pub fn finish(&mut self) {
         self.flush();
+        self.persist_stats();
         if let Some(f) = &self.file
             && let Err(e) = f.sync_data()
         {
@@ -302,6 +364,33 @@ mod tests {
         .map(|r| format!("{TS} {r}\n"))
         .collect::<String>();
         assert_eq!(contents(&log), want);
+    }
+
+    #[test]
+    fn counts_written_and_split_into_the_stats_file() {
+        let (d, mut log) = log_with(4, 0);
+        let stats = d.path().join("log-stats");
+        log.keep_stats(&stats).unwrap_or_else(|e| panic!("{e}"));
+        log.push(Stream::Stdout, b"ab\nabcdefghij\n", 5);
+        log.flush();
+        // Within a second of the last write: not yet on disk.
+        assert_eq!(
+            LogStats::read(&stats).ok().flatten(),
+            Some(LogStats::default())
+        );
+        log.release_buffers();
+        let written = contents(&log).len() as u64;
+        let want = LogStats {
+            written_bytes: written,
+            dropped_bytes: 0,
+            split_lines: 1,
+        };
+        assert_eq!(LogStats::read(&stats).ok().flatten(), Some(want));
+        // A second later, a flush writes the counters on its own.
+        log.push(Stream::Stdout, b"x\n", 5 + STATS_EVERY_NS);
+        log.flush();
+        let got = LogStats::read(&stats).ok().flatten().unwrap_or_default();
+        assert_eq!(got.written_bytes, contents(&log).len() as u64);
     }
 
     #[test]

@@ -155,13 +155,17 @@ fn start(cfg: &MonitorArgs) -> Result<(server::Server, Created), StartError> {
     }
     // A record needs room for at least one byte of content.
     let max_line = usize::try_from(cfg.log_max_line.max(1)).unwrap_or(usize::MAX);
-    let log =
+    let mut log =
         cri_log::CriLog::open(&cfg.log_path, max_line, cfg.log_max_size).map_err(|source| {
             StartError::LogFile {
                 path: cfg.log_path.clone(),
                 source,
             }
         })?;
+    let stats_path = cfg.runtime_dir.join(files::LOG_STATS);
+    if let Err(e) = log.keep_stats(&stats_path) {
+        diag!("log counters {}: {e}", stats_path.display());
+    }
     let socket_path = cfg.runtime_dir.join(files::CONTROL_SOCKET);
     let _ = std::fs::remove_file(&socket_path);
     let listener = pier_proto::socket_path::bind(&socket_path).map_err(|source| {

@@ -19,6 +19,9 @@ pub const CONTAINER_PID: &str = "container.pid";
 /// over; there only while the container is created.
 pub const CONSOLE_SOCKET: &str = "console.sock";
 
+/// The log counters ([`crate::log_stats`]), for the daemon's metrics.
+pub const LOG_STATS: &str = "log-stats";
+
 /// The exit file ([`crate::exit_file`]), in every exit dir.
 pub const EXIT: &str = "exit";
 

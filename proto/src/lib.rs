@@ -2,11 +2,12 @@
 //! messages (`prost::Message::encode_length_delimited`).
 //!
 //! Besides the generated types this crate holds everything both sides must
-//! agree on byte for byte: the exit file format ([`exit_file`]), the attach
-//! framing ([`attach`]), the message framing ([`framing`]), the monitor's
-//! command line ([`args`]) and file names ([`files`]), the reading of a
-//! process's identity ([`proc_stat`]) and a blocking client for the control
-//! socket ([`client`]), so the daemon never reimplements any of it.
+//! agree on byte for byte: the exit file format ([`exit_file`]), the log
+//! counters ([`log_stats`]), the attach framing ([`attach`]), the message
+//! framing ([`framing`]), the monitor's command line ([`args`]) and file
+//! names ([`files`]), the reading of a process's identity ([`proc_stat`])
+//! and a blocking client for the control socket ([`client`]), so the daemon
+//! never reimplements any of it.
 
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod client;
 pub mod exit_file;
 pub mod files;
 pub mod framing;
+pub mod log_stats;
 pub mod proc_stat;
 pub mod socket_path;
 

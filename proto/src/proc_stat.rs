@@ -27,6 +27,12 @@ pub fn parse_parent_pid(stat: &str) -> Option<i32> {
     field(stat, 4)?.parse().ok()
 }
 
+/// Numeric field `n` (1-based, as proc(5) numbers them; `n` > 2) of a stat
+/// line: utime is 14, stime 15, vsize 23, rss 24.
+pub fn parse_u64(stat: &str, n: usize) -> Option<u64> {
+    field(stat, n)?.parse().ok()
+}
+
 fn read(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
 }
@@ -58,6 +64,14 @@ mod tests {
             assert_eq!(parse_start_time(&stat(comm)), Some(987654), "{comm:?}");
             assert_eq!(parse_parent_pid(&stat(comm)), Some(77), "{comm:?}");
         }
+    }
+
+    #[test]
+    fn numeric_fields_by_number() {
+        assert_eq!(parse_u64(&stat("a) b"), 4), Some(77));
+        assert_eq!(parse_u64(&stat("sh"), 23), Some(1));
+        assert_eq!(parse_u64(&stat("sh"), 3), None);
+        assert_eq!(parse_u64(&stat("sh"), 99), None);
     }
 
     #[test]

@@ -43,13 +43,16 @@ pub struct PullState {
     /// Set when one layer failed: the others stop early. They are never
     /// dropped mid-way, which would leave their unpacker threads running.
     pub aborted: AtomicBool,
+    /// The store's count of bytes downloaded, for its users' metrics.
+    pub downloaded: Arc<AtomicU64>,
 }
 
 impl PullState {
-    pub fn new(budget: u64) -> Self {
+    pub fn new(budget: u64, downloaded: Arc<AtomicU64>) -> Self {
         Self {
             budget: AtomicU64::new(budget),
             aborted: AtomicBool::new(false),
+            downloaded,
         }
     }
 }
@@ -291,6 +294,9 @@ async fn fetch_and_unpack(
                 });
             }
             count += chunk.len() as u64;
+            state
+                .downloaded
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if count > job.blob.size {
                 break;
             }

@@ -89,6 +89,17 @@ pub fn check_fields(config: &Config, origin: &str) -> Result<(), ConfigError> {
             return Err(invalid(key, "must be at least 1".into()));
         }
     }
+    let rate = config.tracing.sampling_rate;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(invalid(
+            "tracing.sampling_rate",
+            format!("{rate} is not between 0.0 and 1.0"),
+        ));
+    }
+    if !config.tracing.endpoint.is_empty() {
+        collector_url(&config.tracing.endpoint)
+            .map_err(|reason| invalid("tracing.endpoint", reason))?;
+    }
     if config.container_logs.max_line_size < 128 {
         return Err(invalid(
             "container_logs.max_line_size",
@@ -144,6 +155,20 @@ fn registry_host(host: &str) -> Result<(), String> {
         Err(format!(
             "{host:?} is not a registry host (expected host or host:port)"
         ))
+    }
+}
+
+/// An OTLP collector: `http://` or `https://`, a host and a port.
+fn collector_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let authority = rest.map(|r| r.split('/').next().unwrap_or_default());
+    match authority.map(|a| a.parse::<http::uri::Authority>()) {
+        Some(Ok(a)) if !a.host().is_empty() => Ok(()),
+        _ => Err(format!(
+            "{url:?} is not an http:// or https:// collector address"
+        )),
     }
 }
 

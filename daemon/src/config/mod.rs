@@ -36,6 +36,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub streaming: StreamingConfig,
     pub container_logs: ContainerLogConfig,
+    pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,8 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             streaming: StreamingConfig::default(),
             container_logs: ContainerLogConfig::default(),
+            metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -254,6 +258,71 @@ impl Default for ContainerLogConfig {
             max_line_size: 16 * 1024,
             max_file_size: 0,
         }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ADDR:PORT` to serve `GET /metrics` on; empty (the default) for no
+    /// endpoint.
+    #[serde(with = "optional_address")]
+    pub address: Option<SocketAddr>,
+}
+
+/// Traces of CRI calls, exported over OTLP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP collector, e.g. `http://127.0.0.1:4317`; empty (the default)
+    /// for no tracing at all.
+    pub endpoint: String,
+    pub protocol: TracingProtocol,
+    /// Share of traces started here that are kept, 0.0 to 1.0. A trace
+    /// kubelet started keeps kubelet's decision (its `traceparent` flags).
+    pub sampling_rate: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            protocol: TracingProtocol::Grpc,
+            sampling_rate: 1.0,
+        }
+    }
+}
+
+/// How spans reach the collector. OTLP over gRPC is what kubelet, CRI-O and
+/// containerd speak to a collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TracingProtocol {
+    Grpc,
+}
+
+/// An optional socket address as TOML spells it: a string, empty for none.
+mod optional_address {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(value: &Option<SocketAddr>, ser: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(address) => ser.collect_str(address),
+            None => ser.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(de)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|e| D::Error::custom(format!("{text:?} is not ADDR:PORT: {e}")))
     }
 }
 

@@ -269,3 +269,56 @@ fn shipped_config_file_gives_the_defaults() {
         Config::default()
     );
 }
+
+#[test]
+fn metrics_and_tracing_are_off_by_default_and_printed_as_such() {
+    let config = Files::new().load().expect("defaults");
+    assert_eq!(config.metrics.address, None);
+    assert!(config.tracing.endpoint.is_empty());
+    let printed = toml::to_string_pretty(&config).expect("print");
+    assert!(printed.contains("[metrics]\naddress = \"\""), "{printed}");
+    // What `pierd config` prints reads back as the same configuration.
+    let again = Files::new().main(&printed).load().expect("reload");
+    assert_eq!(again, config);
+}
+
+#[test]
+fn metrics_and_tracing_come_from_files_and_flags() {
+    let files = Files::new();
+    files.main(
+        "[metrics]\naddress = \"127.0.0.1:9100\"\n\
+         [tracing]\nendpoint = \"http://127.0.0.1:4317\"\nsampling_rate = 0.25\n",
+    );
+    let config = files.load().expect("file");
+    assert_eq!(config.metrics.address, Some(([127, 0, 0, 1], 9100).into()));
+    assert_eq!(config.tracing.sampling_rate, 0.25);
+    let config = files
+        .load_with(&[
+            "--metrics-address",
+            "0.0.0.0:9200",
+            "--tracing-endpoint",
+            "https://collector:4317",
+            "--tracing-sampling-rate",
+            "0",
+        ])
+        .expect("flags");
+    assert_eq!(config.metrics.address, Some(([0, 0, 0, 0], 9200).into()));
+    assert_eq!(config.tracing.endpoint, "https://collector:4317");
+    assert_eq!(config.tracing.sampling_rate, 0.0);
+}
+
+#[test]
+fn bad_metrics_and_tracing_values_name_their_key() {
+    for (text, key) in [
+        ("[metrics]\naddress = \"localhost\"\n", "address"),
+        ("[tracing]\nprotocol = \"http\"\n", "protocol"),
+        ("[tracing]\nsampling_rate = -0.1\n", "tracing.sampling_rate"),
+        (
+            "[tracing]\nendpoint = \"127.0.0.1:4317\"\n",
+            "tracing.endpoint",
+        ),
+    ] {
+        let err = Files::new().main(text).load().expect_err(text).to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

@@ -15,10 +15,12 @@ use pier_storage::db::ContainerProgress;
 
 /// Watches the container's monitor and records the exit when it comes.
 pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
+    let watched = daemon.metrics.monitor_watched();
     tokio::spawn(async move {
         if let Err(e) = daemon.host.wait_exit(runtime.monitor()).await {
             tracing::warn!(container_id = %id, error = %e, "cannot watch monitor");
         }
+        drop(watched);
         if let Err(e) = record_exit(&daemon, &id, &runtime).await {
             tracing::error!(container_id = %id, error = %e, "recording container exit failed");
         }
@@ -47,6 +49,9 @@ pub async fn record_exit(
         .find_map(|dir| exit_file::read(dir).ok().flatten());
     let (status, reason, message) = match status {
         Some(status) => {
+            if status.oom_killed {
+                daemon.metrics.container_oom();
+            }
             let reason = if status.oom_killed {
                 "OOMKilled"
             } else if status.exit_code == 0 {

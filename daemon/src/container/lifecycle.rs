@@ -165,11 +165,15 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     // the monitor's run dir: independent, so both go at once. The row goes
     // last, so a crash before it leaves a container the next start removes.
     let run_dir = runtime.runtime_dir.clone();
+    let metrics = Arc::clone(&daemon.metrics);
     let (files, run_dir) = tokio::join!(
         daemon.images.remove_container_files(id),
-        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&run_dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((run_dir, e)),
-            _ => Ok(()),
+        tokio::task::spawn_blocking(move || {
+            metrics.retire_log_counters(&run_dir);
+            match std::fs::remove_dir_all(&run_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((run_dir, e)),
+                _ => Ok(()),
+            }
         }),
     );
     if let Err(e) = files {
@@ -309,7 +313,12 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
                 }
                 discard(daemon, &record.id, &runtime).await;
             }
-            CREATED | RUNNING => exits::watch(Arc::clone(daemon), record.id.clone(), runtime),
+            CREATED | RUNNING => {
+                if daemon.host.is_alive(runtime.monitor()) {
+                    daemon.metrics.monitor_reattached();
+                }
+                exits::watch(Arc::clone(daemon), record.id.clone(), runtime);
+            }
             _ => {}
         }
     }

@@ -148,12 +148,12 @@ impl image_service_server::ImageService for ImageService {
                 registry_token: a.registry_token,
             })
             .unwrap_or_default();
-        let image = self
-            .daemon
-            .images
-            .pull(&name, &auth)
-            .await
-            .map_err(Error::from)?;
+        let started = std::time::Instant::now();
+        let pulled = self.daemon.images.pull(&name, &auth).await;
+        self.daemon
+            .metrics
+            .record_pull(pulled.is_ok(), started.elapsed());
+        let image = pulled.map_err(Error::from)?;
         Ok(Response::new(PullImageResponse {
             image_ref: image.id,
         }))

@@ -240,13 +240,16 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         request: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
         let request = request.into_inner();
+        let started = std::time::Instant::now();
         let result = container::exec_sync(
             &self.daemon,
             &request.container_id,
             request.cmd,
             request.timeout,
         )
-        .await?;
+        .await;
+        self.daemon.metrics.record_exec_sync(started.elapsed());
+        let result = result?;
         Ok(Response::new(ExecSyncResponse {
             stdout: result.stdout,
             stderr: result.stderr,

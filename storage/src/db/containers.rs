@@ -140,6 +140,15 @@ impl Database {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many containers are in each state, for metrics.
+    pub fn container_states(&self) -> Result<Vec<(String, i64)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM containers GROUP BY state")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The containers of one sandbox, oldest first.
     pub fn containers_in_sandbox(&self, sandbox_id: &str) -> Result<Vec<ContainerRecord>, DbError> {
         let mut stmt = self.conn.prepare_cached(&format!(

@@ -108,6 +108,15 @@ impl Database {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many sandboxes are in each state, for metrics.
+    pub fn sandbox_states(&self) -> Result<Vec<(String, i64)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM sandboxes GROUP BY state")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Records a sandbox's new state.
     pub fn set_sandbox_state(&self, id: &str, state: &str) -> Result<(), DbError> {
         self.update_one(

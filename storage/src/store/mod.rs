@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{RwLock, Semaphore};
 
@@ -70,6 +70,8 @@ struct Inner {
     /// Pulls hold it shared, removal exclusively: a removal never deletes a
     /// layer a pull in progress has found present and is about to record.
     gc: RwLock<()>,
+    /// Bytes downloaded from registries (configs and layers) since open.
+    downloaded: Arc<AtomicU64>,
 }
 
 impl ImageStore {
@@ -97,6 +99,7 @@ impl ImageStore {
                 leases: Leases::default(),
                 pinned,
                 gc: RwLock::new(()),
+                downloaded: Arc::default(),
             }),
         };
         let inner = store.inner.clone();
@@ -125,6 +128,12 @@ impl ImageStore {
     /// chain id's hex digits.
     pub fn layers_dir(&self) -> &Path {
         &self.inner.layers.root
+    }
+
+    /// Bytes downloaded from registries since the store was opened, whether
+    /// or not their pull succeeded.
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.inner.downloaded.load(Ordering::Relaxed)
     }
 
     async fn db<T: Send + 'static>(
@@ -254,6 +263,9 @@ impl ImageStore {
         }
         let raw = session.fetch_small_blob(source, desc).await?;
         let inner = self.inner.clone();
+        inner
+            .downloaded
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
         let data = raw.clone();
         tokio::task::spawn_blocking(move || inner.blobs.write(&data))
             .await
@@ -271,7 +283,10 @@ impl ImageStore {
         source: &Source,
         jobs: &[LayerJob],
     ) -> Result<HashMap<Digest, u64>, PullError> {
-        let state = PullState::new(self.inner.config.max_unpacked_bytes);
+        let state = PullState::new(
+            self.inner.config.max_unpacked_bytes,
+            Arc::clone(&self.inner.downloaded),
+        );
         let permits = Semaphore::new(self.inner.config.max_concurrent_layers.max(1));
         let fetches = jobs.iter().map(|job| async {
             let _permit = permits.acquire().await;
