@@ -1,13 +1,13 @@
-//! pier-observability-bench: what metrics and tracing cost. Two pierds in
-//! one run, one with neither, one with the metrics endpoint and OTLP export
-//! of every span (sampling 1.0, to an in-process collector), driven by the
-//! same client in alternating rounds; then the time of one scrape with
-//! CONTAINERS containers running. Run as root from the workspace:
+//! pier-observability-bench: what metrics and tracing cost. Three pierds
+//! in one run: one with neither, one with the metrics endpoint, one with
+//! the endpoint and OTLP export of every span (sampling 1.0, to an
+//! in-process collector), driven by the same client in rotating rounds;
+//! then the time of one scrape with CONTAINERS containers running. Run as root from the workspace:
 //!
 //!     cargo build --release --workspace --bins
 //!     target/release/pier-observability-bench [ROUNDS] [CALLS] [CONTAINERS]
 //!
-//! ROUNDS (default 5) alternating rounds of CALLS (default 200) calls per
+//! ROUNDS (default 5) rotating rounds of CALLS (default 200) calls per
 //! kind; CONTAINERS (default 100) sleeping containers for the scrape figure.
 
 #![allow(clippy::print_stdout, reason = "the report is what a benchmark prints")]
@@ -186,6 +186,12 @@ async fn main() {
     let receiver = Receiver::start().await;
     let metrics = SocketAddr::from(([127, 0, 0, 1], pier_tests::free_port()));
     let off = start(&registry, Vec::new()).await;
+    let metrics_only_address = SocketAddr::from(([127, 0, 0, 1], pier_tests::free_port()));
+    let metrics_only = start(
+        &registry,
+        vec!["--metrics-address".into(), metrics_only_address.to_string()],
+    )
+    .await;
     let on = start(
         &registry,
         vec![
@@ -200,7 +206,7 @@ async fn main() {
     .await;
     let logs = tempfile::tempdir().expect("tempdir");
     let mut sides = Vec::new();
-    for pierd in [&off, &on] {
+    for pierd in [&off, &metrics_only, &on] {
         let mut cri = pierd.cri().await;
         pull(&mut cri, &image).await;
         let config = host_pod("bench", logs.path());
@@ -209,19 +215,21 @@ async fn main() {
         sides.push((cri, pod_id, id, config, HashMap::new()));
     }
     for r in 0..rounds {
-        // Alternate which side goes first, so drift on a noisy machine
-        // falls on both.
-        let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-        for side in order {
-            let (cri, _, id, _, figures) = &mut sides[side];
+        // Rotate which side goes first, so drift on a noisy machine falls
+        // on all three.
+        for k in 0..3 {
+            let (cri, _, id, _, figures) = &mut sides[(r + k) % 3];
             round(cri, id, calls, logs.path(), figures).await;
         }
     }
     println!(
-        "CRI call p50, {rounds} alternating rounds of {calls} calls ({} lifecycles)",
+        "CRI call p50, {rounds} rotating rounds of {calls} calls ({} lifecycles)",
         calls / 10
     );
-    println!("{:<24} {:>14} {:>14} {:>8}", "call", "off", "on", "on/off");
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>9} {:>9}",
+        "call", "off", "metrics", "both", "m/off", "both/off"
+    );
     let names = [
         "ContainerStatus",
         "ListContainers",
@@ -229,22 +237,25 @@ async fn main() {
         "Stop+RemovePodSandbox",
     ];
     for name in names {
-        let a = median(
-            sides[0]
-                .4
-                .get_mut(name)
-                .map(Vec::as_mut_slice)
-                .unwrap_or_default(),
+        let mut p50 = |side: usize| {
+            median(
+                sides[side]
+                    .4
+                    .get_mut(name)
+                    .map(Vec::as_mut_slice)
+                    .unwrap_or_default(),
+            )
+        };
+        let (a, m, b) = (p50(0), p50(1), p50(2));
+        let ratio = |x: Duration| x.as_secs_f64() / a.as_secs_f64().max(f64::MIN_POSITIVE);
+        println!(
+            "{name:<24} {:>12} {:>12} {:>12} {:>9.2} {:>9.2}",
+            ms(a),
+            ms(m),
+            ms(b),
+            ratio(m),
+            ratio(b)
         );
-        let b = median(
-            sides[1]
-                .4
-                .get_mut(name)
-                .map(Vec::as_mut_slice)
-                .unwrap_or_default(),
-        );
-        let ratio = b.as_secs_f64() / a.as_secs_f64().max(f64::MIN_POSITIVE);
-        println!("{name:<24} {:>14} {:>14} {ratio:>8.2}", ms(a), ms(b));
     }
 
     // Scrapes: first with one container, then with `containers`.
@@ -258,7 +269,7 @@ async fn main() {
         }
         times
     };
-    let (cri, pod_id, _, config, _) = &mut sides[1];
+    let (cri, pod_id, _, config, _) = &mut sides[2];
     let mut small = scrape_times(20, Duration::from_millis(1100)).await;
     for n in 1..containers {
         run_container(cri, pod_id, config, &format!("c{n}"), &image).await;
