@@ -16,6 +16,7 @@ pub mod locks;
 pub mod logging;
 pub mod network;
 pub mod pinns;
+pub mod pod_metrics;
 pub mod sandbox;
 pub mod server;
 pub mod service;
