@@ -138,6 +138,23 @@ impl Cgroup {
         }
     }
 
+    /// Page cache (`total_cache`, `file`).
+    pub fn cache(&self) -> u64 {
+        match self.v2 {
+            true => Self::keyed(&self.memory, "memory.stat", "file"),
+            false => Self::keyed(&self.memory, "memory.stat", "total_cache"),
+        }
+    }
+
+    /// Page cache the kernel would reclaim first (`total_inactive_file`,
+    /// `inactive_file`).
+    pub fn inactive_file(&self) -> u64 {
+        match self.v2 {
+            true => Self::keyed(&self.memory, "memory.stat", "inactive_file"),
+            false => Self::keyed(&self.memory, "memory.stat", "total_inactive_file"),
+        }
+    }
+
     /// The processes in the cgroup itself.
     pub fn processes(&self) -> u64 {
         Self::read(&self.memory, "cgroup.procs").lines().count() as u64

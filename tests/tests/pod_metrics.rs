@@ -305,9 +305,17 @@ async fn pod_and_container_metrics_match_the_cgroup_files() {
         worker_cgroup.rss()
     );
     let working_set = answer.value(w, "container_memory_working_set_bytes", &[]);
+    let expected = usage.saturating_sub(worker_cgroup.inactive_file());
     assert!(
-        rss <= working_set && working_set <= usage,
-        "working set {working_set}, rss {rss}, usage {usage}"
+        working_set.abs_diff(expected) <= MIB && rss <= working_set,
+        "working set {working_set}, usage less inactive file {expected}, rss {rss}"
+    );
+    // The 3.2 MB written are in the page cache.
+    let cache = answer.value(w, "container_memory_cache", &[]);
+    assert!(
+        cache >= 3 * MIB && cache.abs_diff(worker_cgroup.cache()) <= MIB,
+        "cache {cache}, cgroup {}",
+        worker_cgroup.cache()
     );
     assert_eq!(answer.value(w, "container_memory_failcnt", &[]), 0);
     assert_eq!(answer.value(w, "container_oom_events_total", &[]), 0);

@@ -129,12 +129,17 @@ fn collect(pods: &[PodPlan], images: &ImageStore) -> Vec<PodSandboxMetrics> {
             .name("pod-netns-stats".into())
             .spawn_scoped(scope, || {
                 let _entered = span.enter();
-                netdev::read_in_namespaces(&namespaces)
+                let started = std::time::Instant::now();
+                let readings = netdev::read_in_namespaces(&namespaces);
+                tracing::debug!(namespaces = namespaces.len(), elapsed = ?started.elapsed(), "pod network namespaces read");
+                readings
             })
             .inspect_err(|e| tracing::warn!(error = %e, "spawn the network metrics thread"))
             .ok();
+        let started = std::time::Instant::now();
         let mut metrics: Vec<PodSandboxMetrics> =
             pods.iter().map(|pod| pod_metrics(pod, images)).collect();
+        tracing::debug!(pods = pods.len(), elapsed = ?started.elapsed(), "pod and container cgroups read");
         let readings = match network.map(|thread| thread.join()) {
             Some(Ok(readings)) => readings,
             Some(Err(_)) => {
