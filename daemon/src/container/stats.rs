@@ -46,7 +46,7 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
     let alive = record.state == RUNNING
         && runtime.pid > 0
         && pier_proto::proc_stat::start_time(runtime.pid) == Some(runtime.start_time);
-    let (cpu, memory) = match Cgroup::of_process(runtime.pid).filter(|_| alive) {
+    let (cpu, memory) = match alive.then(|| Cgroup::of_process(runtime.pid)).flatten() {
         Some(cgroup) => usage(&cgroup),
         None => (None, None),
     };

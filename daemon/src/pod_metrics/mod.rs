@@ -125,17 +125,20 @@ fn collect(pods: &[PodPlan], images: &ImageStore) -> Vec<PodSandboxMetrics> {
     let span = tracing::Span::current();
     std::thread::scope(|scope| {
         // Spawned, never borrowed from a pool: netdev enters namespaces.
-        let network = std::thread::Builder::new()
-            .name("pod-netns-stats".into())
-            .spawn_scoped(scope, || {
-                let _entered = span.enter();
-                let started = std::time::Instant::now();
-                let readings = netdev::read_in_namespaces(&namespaces);
-                tracing::debug!(namespaces = namespaces.len(), elapsed = ?started.elapsed(), "pod network namespaces read");
-                readings
-            })
-            .inspect_err(|e| tracing::warn!(error = %e, "spawn the network metrics thread"))
-            .ok();
+        let spawn = || {
+            std::thread::Builder::new()
+                .name("pod-netns-stats".into())
+                .spawn_scoped(scope, || {
+                    let _entered = span.enter();
+                    let started = std::time::Instant::now();
+                    let readings = netdev::read_in_namespaces(&namespaces);
+                    tracing::debug!(namespaces = namespaces.len(), elapsed = ?started.elapsed(), "pod network namespaces read");
+                    readings
+                })
+                .inspect_err(|e| tracing::warn!(error = %e, "spawn the network metrics thread"))
+                .ok()
+        };
+        let network = (!namespaces.is_empty()).then(spawn).flatten();
         let started = std::time::Instant::now();
         let mut metrics: Vec<PodSandboxMetrics> =
             pods.iter().map(|pod| pod_metrics(pod, images)).collect();
