@@ -425,8 +425,10 @@ async fn pod_and_container_metrics_match_the_cgroup_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_with_a_cgroup_parent_reports_its_own_cgroup_and_what_stops_drops_out() {
-    let mut node = Node::start().await;
+    // Made before the node, so dropped after it: the parent can only go
+    // once pierd has removed what a failed test left in it.
     let parent = CgroupParent::new("metrics");
+    let mut node = Node::start().await;
     let mut pod = node.pod("parented");
     pod.linux.get_or_insert_with(Default::default).cgroup_parent = parent.0.clone();
     let pod_id = node.run_pod(&pod).await;
