@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod network;
 pub mod pinns;
+pub mod pod_metrics;
 pub mod sandbox;
 pub mod server;
 pub mod service;

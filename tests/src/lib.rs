@@ -3,6 +3,7 @@
 //! Every fixture cleans up on drop, also when the test panics.
 
 pub mod bins;
+pub mod cgroups;
 pub mod client;
 pub mod cri_tools;
 pub mod critest_mirror;

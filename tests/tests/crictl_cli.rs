@@ -11,9 +11,10 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pier_tests::cgroups::CgroupParent;
 use pier_tests::cri_tools::{self, Crictl, Row};
 use pier_tests::{ImageSpec, Pierd, PierdOptions, PushedImage, Registry, TestNetwork, free_port};
 use serde_json::json;
@@ -68,32 +69,9 @@ impl Operator {
             pod_config: work.path().join("pod.json"),
             work,
             _pierd: pierd,
-            cgroup_parent: CgroupParent::new(),
+            cgroup_parent: CgroupParent::new("crictl"),
             _registry: registry,
         })
-    }
-}
-
-/// A cgroup parent for a test pod, as kubelet gives every pod one (pierd
-/// reads a pod's own CPU and memory there). runc removes the containers'
-/// cgroups below it but not the parent it made: that goes on drop.
-struct CgroupParent(String);
-
-impl CgroupParent {
-    fn new() -> Self {
-        Self(format!("/pier-crictl-{}", std::process::id()))
-    }
-}
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        let name = self.0.trim_start_matches('/');
-        let root = Path::new("/sys/fs/cgroup");
-        // v2: the unified root; v1: each hierarchy below it.
-        let _ = std::fs::remove_dir(root.join(name));
-        for hierarchy in std::fs::read_dir(root).into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(hierarchy.path().join(name));
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Containers: OCI spec, monitor launch, lifecycle, exits and views.
 
+pub mod cgroup;
 mod create;
 pub mod exits;
 pub mod launch;

@@ -1,9 +1,6 @@
 //! ContainerStats and PodSandboxStats: CPU and memory from the cgroups the
-//! processes are in (v1 or v2, found through /proc/<pid>/cgroup, so cgroupfs
-//! and systemd layouts alike), writable-layer usage from the container's
-//! upper directory.
-
-use std::path::{Path, PathBuf};
+//! processes are in (v1 or v2, see `super::cgroup`), writable-layer usage
+//! from the container's upper directory.
 
 use k8s_cri::v1::{
     ContainerAttributes, ContainerConfig, ContainerFilter, ContainerStats, ContainerStatsFilter,
@@ -12,94 +9,33 @@ use k8s_cri::v1::{
 };
 use pier_storage::{ContainerRecord, SandboxRecord};
 
+use super::cgroup::{Cgroup, Detail};
 use super::{ContainerRuntime, RUNNING, config_of, select};
 use crate::daemon::Daemon;
 use crate::error::Error;
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 fn value(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
 }
 
-fn read_u64(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// A `key value` line of a stat file such as memory.stat.
-fn stat_value(path: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-/// Where a process's CPU and memory are accounted: (cpu dir, memory dir, v2).
-fn cgroup_dirs(pid: i32) -> Option<(PathBuf, PathBuf, bool)> {
-    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let (mut cpu, mut memory, mut unified) = (None, None, None);
-    for line in table.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let path = path.trim_start_matches('/');
-        if controllers.is_empty() {
-            unified = Some(path.to_owned());
-        }
-        for controller in controllers.split(',') {
-            match controller {
-                "cpuacct" => cpu = Some(Path::new(CGROUP_ROOT).join(controllers).join(path)),
-                "memory" => memory = Some(Path::new(CGROUP_ROOT).join("memory").join(path)),
-                _ => {}
-            }
-        }
-    }
-    match (cpu, memory, unified) {
-        (Some(cpu), Some(memory), _) => Some((cpu, memory, false)),
-        // A v2-only host: the unified hierarchy is mounted at the root.
-        (_, _, Some(path)) if super::spec::unified_host() => {
-            let dir = Path::new(CGROUP_ROOT).join(path);
-            Some((dir.clone(), dir, true))
-        }
-        _ => None,
-    }
-}
-
-/// CPU and memory of a cgroup at one instant.
-fn usage(cpu_dir: &Path, memory_dir: &Path, v2: bool) -> (Option<CpuUsage>, Option<MemoryUsage>) {
-    let timestamp = crate::time::now_ns();
-    let memory_stat = memory_dir.join("memory.stat");
-    let (cpu_ns, used, inactive, rss, faults, major) = if v2 {
-        (
-            stat_value(&cpu_dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
-            read_u64(&memory_dir.join("memory.current")),
-            stat_value(&memory_stat, "inactive_file"),
-            stat_value(&memory_stat, "anon"),
-            stat_value(&memory_stat, "pgfault"),
-            stat_value(&memory_stat, "pgmajfault"),
-        )
-    } else {
-        (
-            read_u64(&cpu_dir.join("cpuacct.usage")),
-            read_u64(&memory_dir.join("memory.usage_in_bytes")),
-            stat_value(&memory_stat, "total_inactive_file"),
-            stat_value(&memory_stat, "total_rss"),
-            stat_value(&memory_stat, "total_pgfault"),
-            stat_value(&memory_stat, "total_pgmajfault"),
-        )
-    };
-    let cpu = cpu_ns.map(|ns| CpuUsage {
+/// ContainerStats' CPU and memory, from one reading of a cgroup.
+fn usage(cgroup: &Cgroup) -> (Option<CpuUsage>, Option<MemoryUsage>) {
+    let sample = cgroup.read(Detail::Usage);
+    let timestamp = sample.timestamp;
+    let cpu = sample.cpu.usage_ns.map(|ns| CpuUsage {
         timestamp,
         usage_core_nano_seconds: value(ns),
         usage_nano_cores: None,
     });
-    let memory = used.map(|used| MemoryUsage {
+    let memory = &sample.memory;
+    let memory = memory.usage.map(|used| MemoryUsage {
         timestamp,
-        // As kubelet computes it: what cannot be reclaimed under pressure.
-        working_set_bytes: value(used.saturating_sub(inactive.unwrap_or(0))),
+        working_set_bytes: memory.working_set().and_then(value),
         available_bytes: None,
         usage_bytes: value(used),
-        rss_bytes: rss.and_then(value),
-        page_faults: faults.and_then(value),
-        major_page_faults: major.and_then(value),
+        rss_bytes: memory.rss.and_then(value),
+        page_faults: memory.pgfault_hierarchy.and_then(value),
+        major_page_faults: memory.pgmajfault_hierarchy.and_then(value),
     });
     (cpu, memory)
 }
@@ -110,8 +46,8 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
     let alive = record.state == RUNNING
         && runtime.pid > 0
         && pier_proto::proc_stat::start_time(runtime.pid) == Some(runtime.start_time);
-    let (cpu, memory) = match cgroup_dirs(runtime.pid).filter(|_| alive) {
-        Some((cpu, memory, v2)) => usage(&cpu, &memory, v2),
+    let (cpu, memory) = match alive.then(|| Cgroup::of_process(runtime.pid)).flatten() {
+        Some(cgroup) => usage(&cgroup),
         None => (None, None),
     };
     let (upper, layer) = daemon.images.writable_layer(&record.id).unwrap_or_default();
@@ -252,26 +188,11 @@ fn summed_usage(containers: &[ContainerStats]) -> (Option<CpuUsage>, Option<Memo
     (cpu, memory)
 }
 
-/// Usage of a pod's cgroup parent (cgroupfs layout), if it exists.
+/// Usage of a pod's cgroup parent, if it exists.
 fn pod_usage(parent: &str) -> (Option<CpuUsage>, Option<MemoryUsage>) {
-    let parent = parent.trim_start_matches('/');
-    if parent.is_empty() {
-        return (None, None);
-    }
-    if super::spec::unified_host() {
-        let dir = Path::new(CGROUP_ROOT).join(parent);
-        return if dir.is_dir() {
-            usage(&dir, &dir, true)
-        } else {
-            (None, None)
-        };
-    }
-    let cpu = Path::new(CGROUP_ROOT).join("cpuacct").join(parent);
-    let memory = Path::new(CGROUP_ROOT).join("memory").join(parent);
-    if memory.is_dir() {
-        usage(&cpu, &memory, false)
-    } else {
-        (None, None)
+    match Cgroup::of_parent(parent) {
+        Some(cgroup) => usage(&cgroup),
+        None => (None, None),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::container;
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::features;
+use crate::pod_metrics;
 use crate::sandbox;
 use crate::status;
 use crate::streaming::Streaming;
@@ -332,14 +333,17 @@ impl runtime_service_server::RuntimeService for RuntimeService {
         &self,
         _request: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: pod_metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = pod_metrics::list(&self.daemon).await?;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     async fn runtime_config(
