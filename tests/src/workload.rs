@@ -33,6 +33,13 @@ pub async fn setup_with(registry: &Registry, config: String) -> (Pierd, String) 
 
 /// Pulls `reference` into `pierd`.
 pub async fn pull(pierd: &Pierd, reference: &str) {
+    try_pull(pierd, reference)
+        .await
+        .unwrap_or_else(|e| panic!("PullImage {reference}: {e}"));
+}
+
+/// PullImage's answer: the image id, or the status it was refused with.
+pub async fn try_pull(pierd: &Pierd, reference: &str) -> Result<String, tonic::Status> {
     let mut images = pierd.cri().await.images;
     images
         .pull_image(PullImageRequest {
@@ -43,7 +50,7 @@ pub async fn pull(pierd: &Pierd, reference: &str) {
             ..Default::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("PullImage {reference}: {e}"));
+        .map(|r| r.into_inner().image_ref)
 }
 
 pub fn pod(name: &str, log_dir: &std::path::Path) -> PodSandboxConfig {

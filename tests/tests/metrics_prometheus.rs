@@ -17,20 +17,6 @@ fn equals(want: f64) -> impl Fn(f64) -> bool {
     move |got| got == want
 }
 
-async fn pull_result(pierd: &Pierd, reference: &str) -> Result<String, tonic::Status> {
-    let mut images = pierd.cri().await.images;
-    images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: reference.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_what_happened() {
     let registry = Registry::start();
@@ -51,13 +37,11 @@ async fn prometheus_scrapes_what_happened() {
     .await;
     let prometheus = Prometheus::start(metrics);
 
-    let image = pull_result(&pierd, &pushed.reference)
+    let image = try_pull(&pierd, &pushed.reference)
         .await
         .expect("PullImage");
     let missing = format!("{}/tests/missing:1", registry.host());
-    let refused = pull_result(&pierd, &missing)
-        .await
-        .expect_err("missing image");
+    let refused = try_pull(&pierd, &missing).await.expect_err("missing image");
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
     let image_size = pierd
         .cri()
