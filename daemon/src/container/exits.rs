@@ -11,6 +11,7 @@ use pier_proto::files;
 
 use super::{ContainerRuntime, EXITED};
 use crate::daemon::Daemon;
+use crate::host::Urgency;
 use pier_storage::db::ContainerProgress;
 
 /// Watches the container's monitor and records the exit when it comes.
@@ -29,7 +30,11 @@ pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
         // RemoveContainer. For a container without a PID namespace of its
         // own this also kills what its main process left running, as
         // kubelet expects of an exited container.
-        if let Err(e) = daemon.host.runtime_delete(runtime.oci(), &id).await {
+        if let Err(e) = daemon
+            .host
+            .runtime_delete(runtime.oci(), &id, Urgency::Background)
+            .await
+        {
             tracing::debug!(container_id = %id, error = %e, "runtime delete after exit");
         }
     });

@@ -11,7 +11,7 @@ use pier_storage::db::ContainerProgress;
 use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits};
 use crate::daemon::Daemon;
 use crate::error::Error;
-use crate::host::OciRuntime;
+use crate::host::{OciRuntime, Urgency};
 
 /// How long a container gets to exit after SIGKILL before Stop gives up.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -158,7 +158,10 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     let exit_known = daemon.exits.subscribe(id).borrow().is_some();
     let has_state = runtime.runtime_root.join(id).exists();
     if has_state && !exit_known && !runtime.runtime.as_os_str().is_empty() {
-        let _ = daemon.host.runtime_delete(runtime.oci(), id).await;
+        let _ = daemon
+            .host
+            .runtime_delete(runtime.oci(), id, Urgency::Now)
+            .await;
     }
     let runtime_done = began.elapsed();
     // Rootfs, writable layer, bundle and durable exit file (one folder), and
@@ -355,7 +358,11 @@ async fn sweep_runtime_state(daemon: &Daemon) -> Result<(), Error> {
                 binary: &binary,
                 root: &root,
             };
-            if let Err(e) = daemon.host.runtime_delete(oci, &id).await {
+            if let Err(e) = daemon
+                .host
+                .runtime_delete(oci, &id, Urgency::Background)
+                .await
+            {
                 tracing::warn!(container_id = %id, error = %e, "runtime delete");
             }
         }

@@ -15,7 +15,7 @@ use pier_proto::monitor::Created;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
-use super::{Host, NamespaceError, OciRuntime, Process, RuncError};
+use super::{Host, NamespaceError, OciRuntime, Process, RuncError, Urgency};
 use crate::container::launch::{Launch, LaunchError};
 use crate::network::cni::{Attachment, CniError};
 use crate::network::conflist::NetworkConfig;
@@ -223,6 +223,7 @@ impl Host for FakeHost {
         &'a self,
         _runtime: OciRuntime<'a>,
         id: &'a str,
+        _urgency: Urgency,
     ) -> BoxFuture<'a, Result<(), RuncError>> {
         self.record(Call::RuntimeDelete(id.to_owned()));
         Box::pin(async { Ok(()) })

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::{Host, NamespaceError, OciRuntime, Process, RuncError, namespaces, runc};
+use super::{Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, namespaces, runc};
 use crate::container::launch::{self, Launch, LaunchError};
 use crate::network::cni::{self, Attachment, CniError};
 use crate::network::conflist::NetworkConfig;
@@ -69,10 +69,11 @@ impl Host for LinuxHost {
         &'a self,
         runtime: OciRuntime<'a>,
         id: &'a str,
+        urgency: Urgency,
     ) -> BoxFuture<'a, Result<(), RuncError>> {
         Box::pin(async move {
             let args = ["delete", "--force", id];
-            runc::run(runtime.binary, runtime.root, &args).await
+            runc::run_as(runtime.binary, runtime.root, &args, None, urgency).await
         })
     }
 

@@ -25,7 +25,7 @@ use crate::network::conflist::NetworkConfig;
 use crate::pinns::PinRequest;
 
 pub use namespaces::NamespaceError;
-pub use runc::RuncError;
+pub use runc::{RuncError, Urgency};
 
 /// An OCI runtime binary and the root it keeps its containers' state under.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,7 @@ pub trait Host: Send + Sync {
         &'a self,
         runtime: OciRuntime<'a>,
         id: &'a str,
+        urgency: Urgency,
     ) -> BoxFuture<'a, Result<(), RuncError>>;
 
     /// Spawns a container's monitor and waits for its report (`runc create`

@@ -19,9 +19,25 @@ pub enum RuncError {
     Failed { command: String, stderr: String },
 }
 
+/// Whether a call answers a request or cleans up behind one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// A request waits for it.
+    Now,
+    /// No request waits (the delete after a container's exit, sweeps at
+    /// startup): the runtime runs at a lower CPU priority, so that on a
+    /// busy node it yields to the calls kubelet is waiting for. A Go
+    /// runtime starts its threads at once, so the priority is set before
+    /// exec, by `nice`, not on the pid after spawn.
+    Background,
+}
+
+/// Niceness of [`Urgency::Background`] runs.
+const BACKGROUND_NICENESS: &str = "10";
+
 /// Runs `<runtime> --root <root> <args>`; its stderr becomes the error.
 pub async fn run(runtime: &Path, root: &Path, args: &[&str]) -> Result<(), RuncError> {
-    run_with_input(runtime, root, args, None).await
+    run_as(runtime, root, args, None, Urgency::Now).await
 }
 
 /// Like `run`, feeding `input` to the runtime's stdin (`update --resources -`).
@@ -31,11 +47,30 @@ pub async fn run_with_input(
     args: &[&str],
     input: Option<&[u8]>,
 ) -> Result<(), RuncError> {
+    run_as(runtime, root, args, input, Urgency::Now).await
+}
+
+/// `run_with_input` at the given urgency.
+pub async fn run_as(
+    runtime: &Path,
+    root: &Path,
+    args: &[&str],
+    input: Option<&[u8]>,
+    urgency: Urgency,
+) -> Result<(), RuncError> {
     let spawn_error = |source| RuncError::Spawn {
         binary: runtime.to_owned(),
         source,
     };
-    let mut child = tokio::process::Command::new(runtime)
+    let mut command = match urgency {
+        Urgency::Now => tokio::process::Command::new(runtime),
+        Urgency::Background => {
+            let mut nice = tokio::process::Command::new("nice");
+            nice.args(["-n", BACKGROUND_NICENESS]).arg(runtime);
+            nice
+        }
+    };
+    let mut child = command
         .arg("--root")
         .arg(root)
         .args(args)
