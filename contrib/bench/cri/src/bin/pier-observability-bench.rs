@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::*;
 use pier_tests::otlp::Receiver;
 use pier_tests::prometheus::scrape;
-use pier_tests::workload::{container, pod, pod_security};
+use pier_tests::workload::{container, pod, pod_security, pull, remove_pod, run, run_pod};
 use pier_tests::{Cri, ImageSpec as TestImage, Pierd, PierdOptions, Registry, TestNetwork};
 
 fn arg(n: usize, default: usize) -> usize {
@@ -54,17 +54,9 @@ async fn start(registry: &Registry, extra: Vec<String>) -> Pierd {
     .await
 }
 
-async fn pull(cri: &mut Cri, image: &str) {
-    cri.images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("PullImage");
+/// A container that sleeps until removed.
+fn sleeper(name: &str, image: &str) -> ContainerConfig {
+    container(name, image, "exec sleep 100000")
 }
 
 /// A host-network pod (no CNI: the calls, not the plugins, are measured).
@@ -76,60 +68,6 @@ fn host_pod(name: &str, logs: &std::path::Path) -> PodSandboxConfig {
         ..Default::default()
     });
     config
-}
-
-async fn run_pod(cri: &mut Cri, config: &PodSandboxConfig) -> String {
-    cri.runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id
-}
-
-async fn run_container(
-    cri: &mut Cri,
-    pod_id: &str,
-    pod: &PodSandboxConfig,
-    name: &str,
-    image: &str,
-) -> String {
-    let id = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod_id.into(),
-            config: Some(container(name, image, "exec sleep 100000")),
-            sandbox_config: Some(pod.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("StartContainer");
-    id
-}
-
-async fn remove_pod(cri: &mut Cri, id: &str) {
-    let _ = cri
-        .runtime
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await;
-    let _ = cri
-        .runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.into(),
-        })
-        .await;
 }
 
 /// One round on one pierd: `calls` ContainerStatus and ListContainers, and
@@ -161,10 +99,10 @@ async fn round(
     for n in 0..calls / 10 {
         let config = host_pod(&format!("cycle-{n}"), logs);
         let t = Instant::now();
-        let id = run_pod(cri, &config).await;
+        let id = run_pod(&mut cri.runtime, &config).await;
         into.entry("RunPodSandbox").or_default().push(t.elapsed());
         let t = Instant::now();
-        remove_pod(cri, &id).await;
+        remove_pod(&mut cri.runtime, &id).await;
         into.entry("Stop+RemovePodSandbox")
             .or_default()
             .push(t.elapsed());
@@ -207,11 +145,11 @@ async fn main() {
     let logs = tempfile::tempdir().expect("tempdir");
     let mut sides = Vec::new();
     for pierd in [&off, &metrics_only, &on] {
+        pull(pierd, &image).await;
         let mut cri = pierd.cri().await;
-        pull(&mut cri, &image).await;
         let config = host_pod("bench", logs.path());
-        let pod_id = run_pod(&mut cri, &config).await;
-        let id = run_container(&mut cri, &pod_id, &config, "c", &image).await;
+        let pod_id = run_pod(&mut cri.runtime, &config).await;
+        let id = run(&mut cri.runtime, &pod_id, &config, sleeper("c", &image)).await;
         sides.push((cri, pod_id, id, config, HashMap::new()));
     }
     for r in 0..rounds {
@@ -272,7 +210,13 @@ async fn main() {
     let (cri, pod_id, _, config, _) = &mut sides[2];
     let mut small = scrape_times(20, Duration::from_millis(1100)).await;
     for n in 1..containers {
-        run_container(cri, pod_id, config, &format!("c{n}"), &image).await;
+        run(
+            &mut cri.runtime,
+            pod_id,
+            config,
+            sleeper(&format!("c{n}"), &image),
+        )
+        .await;
     }
     // Each scrape more than a second after the last takes a census.
     let mut census = scrape_times(20, Duration::from_millis(1100)).await;
@@ -284,7 +228,7 @@ async fn main() {
         ms(median(&mut cached))
     );
     for (cri, pod_id, _, _, _) in &mut sides {
-        remove_pod(cri, pod_id).await;
+        remove_pod(&mut cri.runtime, pod_id).await;
     }
     println!(
         "spans received by the collector: {}",
