@@ -58,6 +58,10 @@ pub struct CriLog {
     failing: bool,
     /// The last write stopped inside a record.
     torn: bool,
+    /// Per stream (stdout, stderr): bytes of the line still open across
+    /// reads, and whether it was already counted as split. A line's length
+    /// is its own, whatever the read boundaries that delivered it.
+    open_line: [(usize, bool); 2],
     stats: LogStats,
     stats_file: Option<File>,
     /// Timestamp of the newest output, and of the last counters write.
@@ -84,6 +88,7 @@ impl CriLog {
             dropped: 0,
             failing: false,
             torn: false,
+            open_line: [(0, false); 2],
             stats: LogStats::default(),
             stats_file: None,
             last_ts: 0,
@@ -140,9 +145,15 @@ impl CriLog {
                 None => (rest, false, &rest[rest.len()..]),
             };
             let mut piece = line;
-            if piece.len() > self.max_line {
+            let open = &mut self.open_line[stream as usize];
+            open.0 = open.0.saturating_add(line.len());
+            if open.0 > self.max_line && !open.1 {
+                open.1 = true;
                 self.stats.split_lines += 1;
                 self.stats_dirty = true;
+            }
+            if complete {
+                *open = (0, false);
             }
             while piece.len() > self.max_line {
                 let (head, tail) = piece.split_at(self.max_line);
@@ -391,6 +402,17 @@ mod tests {
         log.flush();
         let got = LogStats::read(&stats).ok().flatten().unwrap_or_default();
         assert_eq!(got.written_bytes, contents(&log).len() as u64);
+    }
+
+    #[test]
+    fn a_long_line_counts_once_however_the_reads_cut_it() {
+        let (_d, mut log) = log_with(4, 0);
+        // 3 + 3 bytes of one line over two reads, then its end: split once.
+        log.push(Stream::Stdout, b"abc", 5);
+        log.push(Stream::Stderr, b"xy\n", 5);
+        log.push(Stream::Stdout, b"def", 5);
+        log.push(Stream::Stdout, b"gh\nabcd\n", 5);
+        assert_eq!(log.stats.split_lines, 1);
     }
 
     #[test]
