@@ -51,6 +51,10 @@ async fn released_critest_passes_every_spec_it_can_run_offline() {
     .await;
     let endpoint = format!("unix://{}", pierd.socket().display());
     let report = tempfile::NamedTempFile::new().expect("report file");
+    // One open file description for both streams: two `reopen`s would each
+    // keep their own offset, and stderr would overwrite stdout mid-character.
+    let stdout = report.reopen().expect("reopen report");
+    let stderr = stdout.try_clone().expect("share report");
     let mut child = Command::new(&critest)
         .arg(format!("--runtime-endpoint={endpoint}"))
         .arg(format!("--image-endpoint={endpoint}"))
@@ -58,8 +62,8 @@ async fn released_critest_passes_every_spec_it_can_run_offline() {
         .arg("--ginkgo.no-color")
         .current_dir(std::env::temp_dir())
         .stdin(Stdio::null())
-        .stdout(report.reopen().expect("reopen report"))
-        .stderr(Stdio::from(report.reopen().expect("reopen report")))
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .expect("start critest");
     let started = Instant::now();
@@ -74,12 +78,15 @@ async fn released_critest_passes_every_spec_it_can_run_offline() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let mut output = String::new();
+    // critest echoes what containers wrote when a spec fails, and that need
+    // not be UTF-8: read bytes so such a failure is shown, not hidden.
+    let mut raw = Vec::new();
     report
         .reopen()
         .expect("reopen report")
-        .read_to_string(&mut output)
+        .read_to_end(&mut raw)
         .expect("read report");
+    let output = String::from_utf8_lossy(&raw);
     let summary = tally(&output);
     eprintln!(
         "critest {}: {:?} (passed, failed) in {:.0?}",
