@@ -124,6 +124,7 @@ impl Error {
             }
             Error::NotFound { .. } | Error::Db(DbError::NotFound { .. }) => Code::NotFound,
             Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => Code::AlreadyExists,
+            Error::Launch(e) if e.command_cannot_run() => Code::FailedPrecondition,
             Error::FailedPrecondition(_)
             | Error::NetworkNotReady(_)
             | Error::MonitorGone { .. } => Code::FailedPrecondition,
@@ -155,9 +156,28 @@ impl Error {
     }
 }
 
+/// The longest message a status carries. gRPC sends it in a header, and
+/// an h2 client drops the connection on a header list over its limit (16
+/// KiB by default), taking the client's other calls with it; an error that
+/// quotes a huge request field or a runtime's long stderr is cut here.
+const STATUS_MESSAGE_MAX: usize = 4096;
+
+/// `message` cut to [`STATUS_MESSAGE_MAX`] bytes on a character boundary.
+fn status_message(mut message: String) -> String {
+    if message.len() > STATUS_MESSAGE_MAX {
+        let mut end = STATUS_MESSAGE_MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("... (cut)");
+    }
+    message
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let status = Status::new(error.code(), error.to_string());
+        let status = Status::new(error.code(), status_message(error.to_string()));
         // Logged inside the request's span, so the method and ids come along.
         match status.code() {
             Code::Internal => tracing::error!(error = %status.message(), "request failed"),
@@ -276,6 +296,20 @@ mod tests {
             holder: "abc".into(),
         });
         assert_eq!(answer(taken, &["web", "abc"]), Code::AlreadyExists);
+    }
+
+    #[test]
+    fn a_command_runc_cannot_exec_fails_a_precondition_and_long_messages_are_cut() {
+        // runc 1.1's stderr, as the monitor hands it over.
+        let stderr = "time=\"2026-11-30T22:41:39Z\" level=error msg=\"runc create failed: \
+                      unable to start container process: exec: \\\"3600\\\": executable \
+                      file not found in $PATH\"";
+        let missing = Error::Launch(LaunchError::Runtime(stderr.into()));
+        assert_eq!(answer(missing, &["3600"]), Code::FailedPrecondition);
+        let other = Error::Launch(LaunchError::Runtime("runc create failed: mount".into()));
+        assert_eq!(answer(other, &["mount"]), Code::Internal);
+        let huge = Error::FailedPrecondition("x".repeat(100_000));
+        assert!(Status::from(huge).message().len() <= STATUS_MESSAGE_MAX + 16);
     }
 
     #[test]

@@ -30,3 +30,4 @@ pub mod telemetry;
 pub mod testing;
 pub mod time;
 pub mod userns;
+pub mod validate;

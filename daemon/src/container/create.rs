@@ -45,6 +45,7 @@ pub async fn create(
     if image_ref.is_empty() {
         return Err(invalid("config.image.image", "must name an image"));
     }
+    crate::validate::container_config(&config)?;
     let sandbox = daemon.require_sandbox(&request.pod_sandbox_id).await?;
     if sandbox.state != READY {
         return Err(Error::FailedPrecondition(format!(

@@ -57,6 +57,19 @@ pub enum LaunchError {
     Runtime(String),
 }
 
+impl LaunchError {
+    /// Whether runc got as far as exec'ing the container's command and the
+    /// command could not run (not in the image or its volumes, not
+    /// executable): the request's fault, not the node's. runc resolves the
+    /// command only once the mounts are in place, so pierd cannot check it
+    /// first; runc 1.1 and later word it `exec: "<cmd>": ...` (quoted again
+    /// in its log line).
+    pub fn command_cannot_run(&self) -> bool {
+        matches!(self, LaunchError::Runtime(stderr)
+            if stderr.contains("unable to start container process: exec: "))
+    }
+}
+
 /// The monitor binary and what it is told.
 #[derive(Debug, Clone)]
 pub struct Launch {

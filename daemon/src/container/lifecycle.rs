@@ -232,6 +232,7 @@ pub async fn update_resources(
     let Some(resources) = resources else {
         return Ok(());
     };
+    crate::validate::resources(&resources)?;
     let mut json = super::spec::resources(Some(&resources), Vec::new());
     // Device rules are fixed at create; an empty list here would not mean "none".
     if let Some(object) = json.as_object_mut() {

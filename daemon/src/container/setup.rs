@@ -2,6 +2,7 @@
 //! `config.json`, and the monitor that runs `runc create`. What is mounted
 //! only for runc to copy (`stage`) is released as soon as it has.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
@@ -35,15 +36,38 @@ impl Setup<'_> {
         for dir in [&runtime.bundle, &runtime.runtime_dir, &runtime.exit_dirs[1]] {
             std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
         }
+        // The container's log directory (`<name>/` in the pod's), made here
+        // and removed again if the container is refused after all.
+        let new_log_dir = runtime
+            .log_path
+            .parent()
+            .filter(|parent| !parent.exists())
+            .map(Path::to_owned);
+        let new_log = !runtime.log_path.exists();
         if let Some(parent) = runtime.log_path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(Error::io(format!("create {}", parent.display())))?;
         }
         let userns = self.sandbox.userns.as_ref().map(|u| u.path.as_path());
-        let mut stage = Stage::new(&self.daemon.config.runroot, self.id, userns)?;
-        let made = self.staged(runtime, &mut stage).await;
-        // By now runc has its own copies of what was staged, or has failed.
-        tokio::task::spawn_blocking(move || stage.release()).await?;
+        let made = match Stage::new(&self.daemon.config.runroot, self.id, userns) {
+            Ok(mut stage) => {
+                let made = self.staged(runtime, &mut stage).await;
+                // By now runc has its own copies of what was staged, or has failed.
+                tokio::task::spawn_blocking(move || stage.release()).await?;
+                made
+            }
+            Err(e) => Err(e),
+        };
+        if made.is_err() {
+            // The container never ran: a log it was given is pierd's own.
+            if new_log {
+                let _ = std::fs::remove_file(&runtime.log_path);
+            }
+            // Only when empty: nothing else is deleted.
+            if let Some(dir) = new_log_dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
         made
     }
 

@@ -30,6 +30,7 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
             return Err(invalid(field, "must not be empty"));
         }
     }
+    crate::validate::pod_config(&config)?;
     let handler = request.runtime_handler;
     if !handler.is_empty() && !daemon.config.runtime.handlers.contains_key(&handler) {
         return Err(invalid(
@@ -64,6 +65,7 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
         config: config.encode_to_vec(),
         runtime: SandboxRuntime::default().to_bytes(),
     };
+    log_directory(&config.log_directory)?;
     daemon.db(move |db| db.insert_sandbox(&record)).await?;
 
     let mut runtime = SandboxRuntime::default();
@@ -115,12 +117,6 @@ async fn set_up(
     std::fs::create_dir_all(&runtime.dir)
         .map_err(Error::io(format!("create {}", runtime.dir.display())))?;
     files::write(&runtime.dir, &runtime.hostname, config.dns_config.as_ref())?;
-    if !config.log_directory.is_empty() {
-        std::fs::create_dir_all(&config.log_directory).map_err(Error::io(format!(
-            "create pod log directory {}",
-            config.log_directory
-        )))?;
-    }
     if !ns.host_ipc() {
         let shm = runtime.dir.join("shm");
         files::mount_shm(&*daemon.host, &shm)?;
@@ -225,6 +221,25 @@ fn hostname(config: &PodSandboxConfig, ns: Namespaces) -> Result<String, Error> 
         source,
     })?;
     Ok(host.to_string_lossy().into_owned())
+}
+
+/// Makes the pod's log directory (kubelet makes it too, first). A path
+/// that is taken by something other than a directory is the request's
+/// fault, not the node's.
+fn log_directory(dir: &str) -> Result<(), Error> {
+    if dir.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => invalid(
+            "config.log_directory",
+            format!("{dir} cannot be made a directory: {e}"),
+        ),
+        _ => Error::Io {
+            what: format!("create pod log directory {dir}"),
+            source: e,
+        },
+    })
 }
 
 /// The kernel's limit on a UTS hostname (`HOST_NAME_MAX`).

@@ -1,0 +1,116 @@
+//! CreateContainer's config.
+
+use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, MountPropagation};
+
+use super::pod::{namespace_options, security_profile};
+use super::{absolute_clean, all_no_nul, id, invalid, known, no_nul, quote, relative_clean};
+use crate::error::Error;
+
+/// Refuses a container config that could only fail in runc, or do harm:
+/// NUL bytes in what becomes argv, environment or paths, a log path that
+/// leaves the pod's log directory, unknown enum values, absurd limits.
+pub fn container_config(config: &ContainerConfig) -> Result<(), Error> {
+    if let Some(m) = &config.metadata {
+        no_nul("config.metadata.name", &m.name)?;
+    }
+    all_no_nul("config.command", &config.command)?;
+    all_no_nul("config.args", &config.args)?;
+    if !config.working_dir.is_empty() {
+        no_nul("config.working_dir", &config.working_dir)?;
+        if !config.working_dir.starts_with('/') {
+            return Err(invalid(
+                "config.working_dir",
+                format!("{} is not an absolute path", quote(&config.working_dir)),
+            ));
+        }
+    }
+    for env in &config.envs {
+        if env.key.is_empty() || env.key.contains('=') {
+            return Err(invalid(
+                "config.envs",
+                format!("{} is not an environment variable name", quote(&env.key)),
+            ));
+        }
+        no_nul("config.envs", &env.key)?;
+        no_nul("config.envs", &env.value)?;
+    }
+    for mount in &config.mounts {
+        absolute_clean("config.mounts.container_path", &mount.container_path)?;
+        no_nul("config.mounts.host_path", &mount.host_path)?;
+        known::<MountPropagation>("config.mounts.propagation", mount.propagation)?;
+    }
+    for device in &config.devices {
+        absolute_clean("config.devices.container_path", &device.container_path)?;
+        absolute_clean("config.devices.host_path", &device.host_path)?;
+        let valid = !device.permissions.is_empty()
+            && device
+                .permissions
+                .chars()
+                .all(|c| matches!(c, 'r' | 'w' | 'm'));
+        if !valid {
+            return Err(invalid(
+                "config.devices.permissions",
+                format!(
+                    "{} is not a combination of r, w and m",
+                    quote(&device.permissions)
+                ),
+            ));
+        }
+    }
+    // Joined to the pod's log directory: it must stay below it.
+    if !config.log_path.is_empty() {
+        relative_clean("config.log_path", &config.log_path)?;
+    }
+    let Some(linux) = &config.linux else {
+        return Ok(());
+    };
+    if let Some(resources) = &linux.resources {
+        super::resources(resources)?;
+    }
+    if let Some(security) = &linux.security_context {
+        security_context(security)?;
+    }
+    Ok(())
+}
+
+fn security_context(security: &LinuxContainerSecurityContext) -> Result<(), Error> {
+    if let Some(ns) = &security.namespace_options {
+        namespace_options("config.linux.security_context.namespace_options", ns)?;
+    }
+    if let Some(user) = &security.run_as_user {
+        id("config.linux.security_context.run_as_user", user.value)?;
+    }
+    if let Some(group) = &security.run_as_group {
+        id("config.linux.security_context.run_as_group", group.value)?;
+    }
+    no_nul(
+        "config.linux.security_context.run_as_username",
+        &security.run_as_username,
+    )?;
+    for group in &security.supplemental_groups {
+        id("config.linux.security_context.supplemental_groups", *group)?;
+    }
+    for path in security.masked_paths.iter().chain(&security.readonly_paths) {
+        absolute_clean(
+            "config.linux.security_context.masked_paths/readonly_paths",
+            path,
+        )?;
+    }
+    if let Some(profile) = &security.seccomp {
+        security_profile("config.linux.security_context.seccomp", profile, true)?;
+    }
+    if let Some(profile) = &security.apparmor {
+        security_profile("config.linux.security_context.apparmor", profile, false)?;
+    }
+    if let Some(selinux) = &security.selinux_options {
+        for part in [
+            &selinux.user,
+            &selinux.role,
+            &selinux.r#type,
+            &selinux.level,
+        ] {
+            no_nul("config.linux.security_context.selinux_options", part)?;
+        }
+    }
+    Ok(())
+}
