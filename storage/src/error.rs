@@ -78,7 +78,9 @@ pub enum PullError {
         expected: String,
         actual: String,
     },
-    #[error("layer {digest} unpacks to more than {limit} bytes (limit max_unpacked_bytes)")]
+    #[error(
+        "layer {digest} would take the pull past {limit} unpacked bytes (images.max_unpacked_bytes); unpacking stopped"
+    )]
     TooLarge { digest: String, limit: u64 },
     #[error("layer {digest} has an unsafe entry {entry:?}: {reason}")]
     UnsafeEntry {
@@ -88,7 +90,7 @@ pub enum PullError {
     },
     #[error("layer {digest} is malformed: {cause}")]
     BadLayer { digest: String, cause: String },
-    #[error("disk full writing {}", path.display())]
+    #[error("image store is full: no space left writing {}", path.display())]
     DiskFull { path: PathBuf },
     #[error("registry {registry}: {cause}")]
     Registry { registry: String, cause: String },
@@ -141,6 +143,8 @@ impl ImageError {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Pull { cause, .. } => cause.kind(),
             Self::InUse { .. } => ErrorKind::FailedPrecondition,
+            Self::Db(DbError::Busy(_)) => ErrorKind::Unavailable,
+            Self::Db(DbError::Full(_)) => ErrorKind::ResourceExhausted,
             Self::Rootfs { .. } | Self::Io { .. } | Self::Db(_) | Self::Task(_) => {
                 ErrorKind::Internal
             }
