@@ -68,8 +68,7 @@ pub fn run(config: &Config) -> Result<Report, CheckError> {
     }
     let container_ids: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     check.strays(&sandbox_ids, &container_ids);
-    let creating = containers.iter().any(|c| c.state == CREATING);
-    check.stray_mounts(creating);
+    check.stray_mounts();
     Ok(Report {
         sandboxes: sandboxes.len(),
         containers: containers.len(),
@@ -170,6 +169,11 @@ impl Check<'_> {
                 record.sandbox_id
             ));
         }
+        if record.state == CREATING {
+            // The mounts a create stages for runc, while it runs.
+            let stage = self.config.runroot.join("mounts").join(id);
+            self.owned_mounts.push(stage);
+        }
         if record.state != CREATED && record.state != RUNNING {
             // Exited: what is left is swept by pierd; creating: in progress.
             return;
@@ -263,16 +267,17 @@ impl Check<'_> {
     }
 
     /// Mounts under the state root or the run root that no sandbox or
-    /// container owns. The staging dir is a create's while one is running.
-    fn stray_mounts(&mut self, creating: bool) {
+    /// container owns. The user namespace probe's scratch mounts live for
+    /// the moment of the probe, while pierd starts.
+    fn stray_mounts(&mut self) {
         let roots = [self.config.root.clone(), self.config.runroot.clone()];
-        let staging = self.config.runroot.join("mounts");
+        let probe = self.config.runroot.join("userns-probe");
         let strays: Vec<PathBuf> = self
             .mounts
             .iter()
             .filter(|m| roots.iter().any(|r| m.starts_with(r) && *m != r))
+            .filter(|m| !m.starts_with(&probe))
             .filter(|m| !self.owned_mounts.iter().any(|o| m.starts_with(o)))
-            .filter(|m| !(creating && m.starts_with(&staging)))
             .cloned()
             .collect();
         for mount in strays {
