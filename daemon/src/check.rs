@@ -14,8 +14,8 @@ use pier_storage::{ContainerRecord, Database, DbError, SandboxRecord};
 
 use crate::config::Config;
 use crate::container::{CREATED, CREATING, ContainerRuntime, RUNNING};
-use crate::host::Host;
 use crate::host::linux::LinuxHost;
+use crate::host::{Host, Process};
 use crate::sandbox::{NOT_READY, READY, SandboxRuntime, namespaces};
 
 /// The run-root directories that hold one pinned namespace per sandbox.
@@ -246,9 +246,17 @@ impl Check<'_> {
                 continue;
             }
             for (id, path) in entries(&root) {
-                if path.join("state.json").is_file() && !containers.contains(id.as_str()) {
+                if containers.contains(id.as_str()) {
+                    continue;
+                }
+                // State whose process is gone is a delete pierd has queued
+                // (after an exit) or makes at its next start.
+                if let Some(pid) = runtime_init(&path.join("state.json"))
+                    .filter(|init| self.host.is_alive(*init))
+                    .map(|init| init.pid)
+                {
                     self.report(format!(
-                        "OCI runtime state {} belongs to no container in the database",
+                        "OCI runtime state {} (process {pid} running) belongs to no container in the database",
                         path.display()
                     ));
                 }
@@ -337,6 +345,17 @@ fn unescape(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The init process an OCI runtime's `state.json` names (runc's
+/// `init_process_pid` and `init_process_start`).
+fn runtime_init(state: &Path) -> Option<Process> {
+    let text = std::fs::read(state).ok()?;
+    let state: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    Some(Process {
+        pid: i32::try_from(state.get("init_process_pid")?.as_i64()?).ok()?,
+        start_time: state.get("init_process_start")?.as_u64()?,
+    })
 }
 
 /// Monitor processes whose run dir lies under `dir`: (pid, run dir). A
