@@ -131,6 +131,7 @@ impl PullError {
             | Self::BadLayer { .. } => ErrorKind::DataLoss,
             Self::TooLarge { .. } | Self::DiskFull { .. } => ErrorKind::ResourceExhausted,
             Self::Registry { .. } => ErrorKind::Unavailable,
+            Self::Io { source, .. } if out_of_descriptors(source) => ErrorKind::ResourceExhausted,
             Self::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -143,6 +144,7 @@ impl ImageError {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Pull { cause, .. } => cause.kind(),
             Self::InUse { .. } => ErrorKind::FailedPrecondition,
+            Self::Io { source, .. } if out_of_descriptors(source) => ErrorKind::ResourceExhausted,
             Self::Db(DbError::Busy(_)) => ErrorKind::Unavailable,
             Self::Db(DbError::Full(_)) => ErrorKind::ResourceExhausted,
             Self::Rootfs { .. } | Self::Io { .. } | Self::Db(_) | Self::Task(_) => {
@@ -160,6 +162,15 @@ impl ImageError {
     }
 }
 
+/// Whether the process or the node ran out of descriptors or memory: the
+/// call can succeed once load drops.
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
 /// An error and its sources, `outer: inner: innermost`: the HTTP client's
 /// errors say what failed only in their sources.
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
@@ -171,4 +182,28 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_space_or_descriptors_is_resource_exhaustion() {
+        let os = |errno| io::Error::from_raw_os_error(errno);
+        let full = PullError::io(
+            "unpack layer",
+            "/var/lib/pier/layers/x".into(),
+            os(libc::ENOSPC),
+        );
+        assert!(matches!(full, PullError::DiskFull { .. }));
+        assert!(full.to_string().contains("image store is full"), "{full}");
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
+        let emfile = PullError::io("create layer dir", "/x".into(), os(libc::EMFILE));
+        assert_eq!(emfile.kind(), ErrorKind::ResourceExhausted);
+        let store = ImageError::io("create", "/var/lib/pier/blobs", os(libc::ENFILE));
+        assert_eq!(store.kind(), ErrorKind::ResourceExhausted);
+        let denied = PullError::io("create layer dir", "/x".into(), os(libc::EACCES));
+        assert_eq!(denied.kind(), ErrorKind::Internal);
+    }
 }
