@@ -29,6 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration, with every default, as TOML.
     Config,
+    /// Report whether the database, the run root and the kernel's state
+    /// agree: one line per disagreement, exit status 1 if there is any, 2 if
+    /// the check could not be made. Read-only: safe beside a running pierd.
+    Check,
     /// Internal: unshare and pin a pod's namespaces (run by pierd itself).
     #[command(hide = true)]
     PinNamespaces(Box<crate::pinns::PinRequest>),
@@ -89,6 +93,14 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub insecure_registry: Vec<String>,
+    /// Most bytes one image pull may unpack, all layers together.
+    #[arg(
+        long,
+        global = true,
+        env = "PIER_MAX_UNPACKED_BYTES",
+        value_name = "BYTES"
+    )]
+    pub max_unpacked_bytes: Option<u64>,
     /// Address of the streaming server (Exec, Attach, PortForward).
     #[arg(
         long,
@@ -187,6 +199,9 @@ impl Flags {
             if !config.registry.insecure.contains(host) {
                 config.registry.insecure.push(host.clone());
             }
+        }
+        if let Some(bytes) = self.max_unpacked_bytes {
+            config.images.max_unpacked_bytes = bytes;
         }
         if let Some(address) = self.streaming_address {
             config.streaming.address = address;

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use pier_proto::client::ClientError;
 use pier_storage::{DbError, ErrorKind};
 use tonic::{Code, Status};
@@ -125,6 +126,8 @@ impl Error {
             Error::NotFound { .. } | Error::Db(DbError::NotFound { .. }) => Code::NotFound,
             Error::Db(DbError::NameTaken { .. } | DbError::IdTaken { .. }) => Code::AlreadyExists,
             Error::Launch(e) if e.command_cannot_run() => Code::FailedPrecondition,
+            Error::Db(DbError::Busy(_)) => Code::Unavailable,
+            Error::Db(DbError::Full(_)) => Code::ResourceExhausted,
             Error::FailedPrecondition(_)
             | Error::NetworkNotReady(_)
             | Error::MonitorGone { .. } => Code::FailedPrecondition,
@@ -151,8 +154,41 @@ impl Error {
             | Error::Token(_)
             | Error::Cni(_)
             | Error::Db(_)
-            | Error::Task(_) => Code::Internal,
+            | Error::Task(_) => {
+                if self.out_of_resources() {
+                    Code::ResourceExhausted
+                } else {
+                    Code::Internal
+                }
+            }
         }
+    }
+
+    /// Whether a system call behind this error failed because pierd or the
+    /// node ran out of something (descriptors, processes, memory, disk):
+    /// the call can succeed again once load drops, so it is no bug of
+    /// pierd's, and kubelet backs off and retries.
+    fn out_of_resources(&self) -> bool {
+        const EXHAUSTED: [Errno; 6] = [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::EAGAIN,
+            Errno::ENOMEM,
+            Errno::ENOSPC,
+            Errno::EDQUOT,
+        ];
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = next {
+            let errno = match error.downcast_ref::<io::Error>() {
+                Some(io) => io.raw_os_error().map(Errno::from_raw),
+                None => error.downcast_ref::<Errno>().copied(),
+            };
+            if errno.is_some_and(|errno| EXHAUSTED.contains(&errno)) {
+                return true;
+            }
+            next = error.source();
+        }
+        false
     }
 }
 
@@ -432,6 +468,51 @@ mod tests {
             answer(helper, &["pin pod namespaces", "EPERM"]),
             Code::Internal
         );
+    }
+
+    #[test]
+    fn running_out_of_descriptors_processes_or_space_is_resource_exhausted() {
+        let os = |errno: Errno| io::Error::from_raw_os_error(errno as i32);
+        let cases = [
+            Error::io("write /run/pier/sandboxes/abc/hostname")(os(Errno::EMFILE)),
+            Error::from(NamespaceError::Spawn(os(Errno::EAGAIN))),
+            Error::from(LaunchError::Pipe(Errno::ENFILE)),
+            Error::from(RuncError::Spawn {
+                binary: "/usr/sbin/runc".into(),
+                source: os(Errno::ENOMEM),
+            }),
+        ];
+        for error in cases {
+            let text = error.to_string();
+            assert_eq!(
+                Status::from(error).code(),
+                Code::ResourceExhausted,
+                "{text}"
+            );
+        }
+        let denied = Error::io("write /run/pier/x")(os(Errno::EACCES));
+        assert_eq!(Status::from(denied).code(), Code::Internal);
+    }
+
+    #[test]
+    fn a_locked_database_is_unavailable_and_a_full_one_exhausted() {
+        let sqlite = |code: i32| {
+            DbError::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        let busy = Error::Db(sqlite(rusqlite::ffi::SQLITE_BUSY));
+        assert_eq!(
+            answer(busy, &["locked by another process", "retry"]),
+            Code::Unavailable
+        );
+        let full = Error::Db(sqlite(rusqlite::ffi::SQLITE_FULL));
+        assert_eq!(answer(full, &["no space"]), Code::ResourceExhausted);
+        let image = Error::Image(pier_storage::ImageError::Db(sqlite(
+            rusqlite::ffi::SQLITE_BUSY,
+        )));
+        assert_eq!(Status::from(image).code(), Code::Unavailable);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 
 pub mod authority;
 pub mod binaries;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod container;

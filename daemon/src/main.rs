@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             },
             Err(e) => fail(&e),
         },
+        Some(Command::Check) => check(&config),
         Some(Command::PinNamespaces(_)) => ExitCode::SUCCESS,
         None => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +66,40 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `pierd check`: disagreements on stdout, one a line.
+fn check(config: &pierd::config::Config) -> ExitCode {
+    let report = match pierd::check::run(config) {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "pierd check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut text = String::new();
+    for line in &report.disagreements {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let summary = if report.disagreements.is_empty() {
+        "agree"
+    } else {
+        "disagree"
+    };
+    text.push_str(&format!(
+        "{} sandboxes, {} containers: database, run root and kernel {summary}\n",
+        report.sandboxes, report.containers
+    ));
+    if let Err(e) = out.write_all(text.as_bytes()) {
+        return fail(&e);
+    }
+    if report.disagreements.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

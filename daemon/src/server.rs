@@ -10,7 +10,6 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 use pier_storage::Database;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::authority::AuthorityRepair;
@@ -88,7 +87,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let signal = shutdown_signal()?;
-    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityRepair::new));
+    let incoming = socket::incoming(listener).map(|conn| conn.map(AuthorityRepair::new));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "pierd serving CRI");

@@ -107,3 +107,43 @@ pub fn bind(path: &Path) -> Result<(UnixListener, CriSocket), StartError> {
         },
     ))
 }
+
+/// How long the accept loop rests after the process or the node ran out of
+/// file descriptors: the listener stays readable while the connection waits
+/// in the backlog, so accepting again at once would spin a core until a
+/// descriptor frees.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The connections accepted on the CRI socket. Running out of descriptors
+/// is waited out, not reported: the connection stays in the backlog and is
+/// accepted once calls in flight have closed theirs.
+pub fn incoming(
+    listener: tokio::net::UnixListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    futures_util::stream::unfold((listener, false), |(listener, mut short)| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    if std::mem::take(&mut short) {
+                        tracing::info!("accepting CRI connections again");
+                    }
+                    return Some((Ok(stream), (listener, short)));
+                }
+                Err(e) if out_of_descriptors(&e) => {
+                    if !std::mem::replace(&mut short, true) {
+                        tracing::warn!(error = %e, "cannot accept CRI connections: out of file descriptors; retrying");
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                Err(e) => return Some((Err(e), (listener, short))),
+            }
+        }
+    })
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+    )
+}

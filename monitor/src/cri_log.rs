@@ -56,6 +56,10 @@ pub struct CriLog {
     size: u64,
     dropped: u64,
     failing: bool,
+    /// Bytes dropped since the log last took a write, and why the first of
+    /// them failed: what the marker written once writes succeed reports.
+    lost: u64,
+    lost_cause: String,
     /// The last write stopped inside a record.
     torn: bool,
     /// Per stream (stdout, stderr): bytes of the line still open across
@@ -87,6 +91,8 @@ impl CriLog {
             size,
             dropped: 0,
             failing: false,
+            lost: 0,
+            lost_cause: String::new(),
             torn: false,
             open_line: [(0, false); 2],
             stats: LogStats::default(),
@@ -188,15 +194,25 @@ impl CriLog {
 
     /// Write everything batched. On failure the batch is dropped and
     /// counted: a full disk must not stop the container or the monitor.
+    /// The first write that succeeds afterwards is preceded by one marker
+    /// record saying how many bytes were lost, so a reader of the log sees
+    /// the gap.
     pub fn flush(&mut self) {
         if self.out.is_empty() {
             return;
         }
-        let res = self.write_batch();
+        let mut res = Ok(());
+        if self.lost > 0 {
+            res = self.write_marker();
+        }
+        if res.is_ok() {
+            let batch = std::mem::take(&mut self.out);
+            res = self.write_all(&batch);
+            self.out = batch;
+        }
         self.stats_dirty = true;
         match res {
             Ok(()) => {
-                self.size += self.out.len() as u64;
                 self.stats.written_bytes += self.out.len() as u64;
                 if self.failing {
                     self.failing = false;
@@ -206,6 +222,10 @@ impl CriLog {
             Err(e) => {
                 self.dropped += self.out.len() as u64;
                 self.stats.dropped_bytes += self.out.len() as u64;
+                if self.lost == 0 {
+                    self.lost_cause = e.to_string();
+                }
+                self.lost += self.out.len() as u64;
                 if !self.failing {
                     self.failing = true;
                     crate::diag!(
@@ -230,10 +250,29 @@ impl CriLog {
         }
     }
 
-    /// Write the batch; after a torn write (part of a batch went out before
-    /// an error) start with a newline so the next record begins a line of
-    /// its own and readers resynchronise.
-    fn write_batch(&mut self) -> io::Result<()> {
+    /// The record that tells readers output is missing: written on the
+    /// container's stderr stream, stamped with the newest output's time.
+    fn write_marker(&mut self) -> io::Result<()> {
+        let text = format!(
+            "pier: {} bytes of log records were lost: the log could not be written ({})",
+            self.lost, self.lost_cause
+        );
+        let mut record = Vec::with_capacity(timestamp::LEN + 10 + text.len());
+        record.extend_from_slice(&timestamp::format(self.last_ts));
+        record.extend_from_slice(b" stderr F ");
+        record.extend_from_slice(text.as_bytes());
+        record.push(b'\n');
+        self.write_all(&record)?;
+        self.stats.written_bytes += record.len() as u64;
+        self.lost = 0;
+        self.lost_cause.clear();
+        Ok(())
+    }
+
+    /// Write `buf` whole; after a torn write (part of a batch went out
+    /// before an error) start with a newline so the next record begins a
+    /// line of its own and readers resynchronise.
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let Some(f) = self.file.as_mut() else {
             return Err(io::Error::other("log file is not open"));
         };
@@ -243,16 +282,16 @@ impl CriLog {
             self.torn = false;
         }
         let mut done = 0;
-        while done < self.out.len() {
-            match f.write(&self.out[done..]) {
+        while done < buf.len() {
+            match f.write(&buf[done..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
+                Ok(n) => {
+                    done += n;
+                    self.size += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    if done > 0 {
-                        self.torn = true;
-                        self.size += done as u64;
-                    }
+                    self.torn = done > 0;
                     return Err(e);
                 }
             }
@@ -413,6 +452,47 @@ mod tests {
         log.push(Stream::Stdout, b"def", 5);
         log.push(Stream::Stdout, b"gh\nabcd\n", 5);
         assert_eq!(log.stats.split_lines, 1);
+    }
+
+    #[test]
+    fn bytes_lost_to_a_full_disk_are_counted_and_marked_once_writes_succeed() {
+        let (_d, mut log) = log_with(100, 0);
+        log.push(Stream::Stdout, b"before\n", 5);
+        log.flush();
+        let real = log.file.take();
+        log.file = Some(
+            OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        log.push(Stream::Stdout, b"lost one\n", 5);
+        log.flush();
+        log.push(Stream::Stderr, b"lost two\n", 5);
+        log.flush();
+        let lost = 2 * (TS.len() as u64 + 10 + "lost one\n".len() as u64);
+        assert_eq!(log.dropped(), lost);
+        assert_eq!(log.stats.dropped_bytes, lost);
+        log.file = real;
+        log.push(Stream::Stdout, b"after\n", 5);
+        log.flush();
+        let text = contents(&log);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], format!("{TS} stdout F before"));
+        assert!(
+            lines[1].starts_with(&format!(
+                "{TS} stderr F pier: {lost} bytes of log records were lost"
+            )),
+            "{text}"
+        );
+        assert!(lines[1].contains("No space left on device"), "{text}");
+        assert_eq!(lines[2], format!("{TS} stdout F after"));
+        assert_eq!(log.stats.written_bytes, text.len() as u64);
+        // One marker per gap: the next write adds no other.
+        log.push(Stream::Stdout, b"later\n", 5);
+        log.flush();
+        assert_eq!(contents(&log).matches("were lost").count(), 1);
     }
 
     #[test]

@@ -12,6 +12,16 @@ pub fn start_time(pid: i32) -> Option<u64> {
     parse_start_time(&read(pid)?)
 }
 
+/// Whether the process `pid` started at `start_time` still runs: it exists
+/// and is not a zombie (a killed process whose parent has not reaped it yet
+/// has run its course, though `/proc` still shows it).
+pub fn is_running(pid: i32, start_time: u64) -> bool {
+    read(pid).is_some_and(|stat| {
+        parse_start_time(&stat) == Some(start_time)
+            && !matches!(field(&stat, 3), Some("Z" | "X" | "x"))
+    })
+}
+
 /// Parent pid of `pid`, or `None` if there is no such process.
 pub fn parent_pid(pid: i32) -> Option<i32> {
     parse_parent_pid(&read(pid)?)
@@ -91,5 +101,29 @@ mod tests {
             Some(std::os::unix::process::parent_id() as i32)
         );
         assert_eq!(start_time(-1), None);
+        let started = start_time(me).unwrap_or_default();
+        assert!(is_running(me, started));
+        assert!(
+            !is_running(me, started + 1),
+            "another start time is another process"
+        );
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut child = std::process::Command::new("/bin/true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id() as i32;
+        let started = start_time(pid).unwrap_or_default();
+        // Unreaped, it stays a zombie with its start time until `wait`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while read(pid).is_some_and(|stat| field(&stat, 3) != Some("Z")) {
+            assert!(std::time::Instant::now() < deadline, "the child exits");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(start_time(pid), Some(started));
+        assert!(!is_running(pid, started));
+        let _ = child.wait();
     }
 }

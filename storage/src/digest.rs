@@ -72,22 +72,20 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     chain
 }
 
-/// Hashes and counts what passes through, and refuses to read past `limit`
-/// bytes so that a decompression bomb stops early instead of filling a disk.
+/// Hashes and counts what passes through (the uncompressed layer, for its
+/// diff id).
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
-    limit: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R, limit: u64) -> Self {
+    pub fn new(inner: R) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
             count: 0,
-            limit,
         }
     }
 
@@ -99,8 +97,7 @@ impl<R: Read> HashingReader<R> {
     }
 }
 
-/// The error a [`HashingReader`] returns past its limit; recognised by
-/// [`is_limit_error`].
+/// An unpack limit crossed; see [`limit_error`].
 #[derive(Debug)]
 struct LimitExceeded(u64);
 
@@ -111,6 +108,12 @@ impl fmt::Display for LimitExceeded {
 }
 
 impl std::error::Error for LimitExceeded {}
+
+/// The error a reader returns past an unpack limit of `limit` bytes;
+/// recognised by [`limit_exceeded`].
+pub fn limit_error(limit: u64) -> io::Error {
+    io::Error::other(LimitExceeded(limit))
+}
 
 /// The limit a [`HashingReader`] hit, when this error is that.
 pub fn limit_exceeded(err: &io::Error) -> Option<u64> {
@@ -123,9 +126,6 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
-        if self.count > self.limit {
-            return Err(io::Error::other(LimitExceeded(self.limit)));
-        }
         self.hasher.update(&buf[..n]);
         Ok(n)
     }

@@ -78,7 +78,9 @@ pub enum PullError {
         expected: String,
         actual: String,
     },
-    #[error("layer {digest} unpacks to more than {limit} bytes (limit max_unpacked_bytes)")]
+    #[error(
+        "layer {digest} would take the pull past {limit} unpacked bytes (images.max_unpacked_bytes); unpacking stopped"
+    )]
     TooLarge { digest: String, limit: u64 },
     #[error("layer {digest} has an unsafe entry {entry:?}: {reason}")]
     UnsafeEntry {
@@ -88,7 +90,7 @@ pub enum PullError {
     },
     #[error("layer {digest} is malformed: {cause}")]
     BadLayer { digest: String, cause: String },
-    #[error("disk full writing {}", path.display())]
+    #[error("image store is full: no space left writing {}", path.display())]
     DiskFull { path: PathBuf },
     #[error("registry {registry}: {cause}")]
     Registry { registry: String, cause: String },
@@ -129,6 +131,7 @@ impl PullError {
             | Self::BadLayer { .. } => ErrorKind::DataLoss,
             Self::TooLarge { .. } | Self::DiskFull { .. } => ErrorKind::ResourceExhausted,
             Self::Registry { .. } => ErrorKind::Unavailable,
+            Self::Io { source, .. } if out_of_descriptors(source) => ErrorKind::ResourceExhausted,
             Self::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -141,6 +144,9 @@ impl ImageError {
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Pull { cause, .. } => cause.kind(),
             Self::InUse { .. } => ErrorKind::FailedPrecondition,
+            Self::Io { source, .. } if out_of_descriptors(source) => ErrorKind::ResourceExhausted,
+            Self::Db(DbError::Busy(_)) => ErrorKind::Unavailable,
+            Self::Db(DbError::Full(_)) => ErrorKind::ResourceExhausted,
             Self::Rootfs { .. } | Self::Io { .. } | Self::Db(_) | Self::Task(_) => {
                 ErrorKind::Internal
             }
@@ -156,6 +162,15 @@ impl ImageError {
     }
 }
 
+/// Whether the process or the node ran out of descriptors or memory: the
+/// call can succeed once load drops.
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
 /// An error and its sources, `outer: inner: innermost`: the HTTP client's
 /// errors say what failed only in their sources.
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
@@ -167,4 +182,28 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_space_or_descriptors_is_resource_exhaustion() {
+        let os = |errno| io::Error::from_raw_os_error(errno);
+        let full = PullError::io(
+            "unpack layer",
+            "/var/lib/pier/layers/x".into(),
+            os(libc::ENOSPC),
+        );
+        assert!(matches!(full, PullError::DiskFull { .. }));
+        assert!(full.to_string().contains("image store is full"), "{full}");
+        assert_eq!(full.kind(), ErrorKind::ResourceExhausted);
+        let emfile = PullError::io("create layer dir", "/x".into(), os(libc::EMFILE));
+        assert_eq!(emfile.kind(), ErrorKind::ResourceExhausted);
+        let store = ImageError::io("create", "/var/lib/pier/blobs", os(libc::ENFILE));
+        assert_eq!(store.kind(), ErrorKind::ResourceExhausted);
+        let denied = PullError::io("create layer dir", "/x".into(), os(libc::EACCES));
+        assert_eq!(denied.kind(), ErrorKind::Internal);
+    }
 }

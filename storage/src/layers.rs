@@ -38,8 +38,11 @@ pub struct LayerJob {
 
 /// Shared by the layer fetches of one pull.
 pub struct PullState {
-    /// Bytes the pull may still unpack.
-    pub budget: AtomicU64,
+    /// Bytes the pull may still unpack, charged by every layer's unpacker
+    /// as it reads, so layers unpacked side by side share one limit.
+    pub budget: Arc<AtomicU64>,
+    /// The limit the budget started from, for the error that names it.
+    pub limit: u64,
     /// Set when one layer failed: the others stop early. They are never
     /// dropped mid-way, which would leave their unpacker threads running.
     pub aborted: AtomicBool,
@@ -50,7 +53,8 @@ pub struct PullState {
 impl PullState {
     pub fn new(budget: u64, downloaded: Arc<AtomicU64>) -> Self {
         Self {
-            budget: AtomicU64::new(budget),
+            budget: Arc::new(AtomicU64::new(budget)),
+            limit: budget,
             aborted: AtomicBool::new(false),
             downloaded,
         }
@@ -253,7 +257,10 @@ async fn fetch_and_unpack(
     state: &PullState,
 ) -> Result<u64, PullError> {
     let (tx, rx) = mpsc::channel::<Chunk>(64);
-    let limit = state.budget.load(Ordering::Relaxed);
+    let budget = Budget {
+        left: Arc::clone(&state.budget),
+        limit: state.limit,
+    };
     let unpacker = {
         let tmp = tmp.to_path_buf();
         tokio::task::spawn_blocking(move || {
@@ -263,7 +270,7 @@ async fn fetch_and_unpack(
                     current: Bytes::new(),
                 },
                 &tmp,
-                limit,
+                budget,
             )
         })
     };
@@ -327,11 +334,6 @@ async fn fetch_and_unpack(
             actual: diff_id.to_string(),
         });
     }
-    let _ = state
-        .budget
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-            Some(left.saturating_sub(unpacked_bytes))
-        });
     tracing::debug!(layer = %job.chain_id, unpacked_bytes, "layer unpacked");
     Ok(unpacked_bytes)
 }
@@ -341,7 +343,7 @@ async fn fetch_and_unpack(
 fn unpack_stream(
     reader: ChannelReader,
     dest: &Path,
-    limit: u64,
+    budget: Budget,
 ) -> Result<(Digest, u64), UnpackError> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
     let head = buffered.fill_buf().map_err(UnpackError::Read)?;
@@ -352,9 +354,42 @@ fn unpack_stream(
     } else {
         Box::new(buffered)
     };
-    let mut hashing = HashingReader::new(decoder, limit);
+    let mut hashing = HashingReader::new(Budgeted {
+        inner: decoder,
+        budget,
+    });
     unpack::unpack(&mut hashing, dest, UnpackOptions::default())?;
     hashing.finish().map_err(UnpackError::Read)
+}
+
+/// The unpack budget one pull's layers share.
+struct Budget {
+    left: Arc<AtomicU64>,
+    limit: u64,
+}
+
+/// Charges every uncompressed byte to the pull's budget before the unpacker
+/// sees it: the read that would cross the limit fails instead, so no byte
+/// past the limit is ever written.
+struct Budgeted<R> {
+    inner: R,
+    budget: Budget,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let charged = self
+            .budget
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n as u64)
+            });
+        match charged {
+            Ok(_) => Ok(n),
+            Err(_) => Err(digest::limit_error(self.budget.limit)),
+        }
+    }
 }
 
 fn layer_error(e: UnpackError, job: &LayerJob) -> PullError {

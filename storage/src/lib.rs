@@ -32,8 +32,8 @@ pub use auth::Auth;
 pub use config::ImageConfig;
 pub use db::shared::{SharedDatabase, with_db};
 pub use db::{
-    ContainerProgress, ContainerRecord, Database, DbError, ImageRecord, LayerRecord, SandboxRecord,
-    migrations::SCHEMA_VERSION,
+    BUSY_TIMEOUT, ContainerProgress, ContainerRecord, Database, DbError, ImageRecord, LayerRecord,
+    SandboxRecord, migrations::SCHEMA_VERSION,
 };
 pub use endpoint::RegistryConfig;
 pub use error::{ErrorKind, ImageError, PullError};

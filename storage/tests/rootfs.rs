@@ -267,7 +267,7 @@ async fn a_full_disk_fails_the_pull_cleanly() {
         .await;
     let err = err.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
-    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(err.to_string().contains("image store is full"), "{err}");
     assert!(matches!(
         err,
         ImageError::Pull {

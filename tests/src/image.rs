@@ -229,6 +229,46 @@ impl ImageSpec {
     }
 }
 
+/// Pushes an image made of `layers` as they are: each a compressed blob
+/// and the diff id (digest of its uncompressed tar) the config lists for it.
+/// For layers no [`ImageSpec`] builds, such as a decompression bomb.
+pub async fn push_layers(
+    registry: &Registry,
+    repo_tag: &str,
+    layers: &[(Vec<u8>, String)],
+) -> PushedImage {
+    let reference = format!("{}/{repo_tag}", registry.host());
+    let diff_ids: Vec<&str> = layers.iter().map(|(_, d)| d.as_str()).collect();
+    let config = json!({
+        "architecture": host_architecture(),
+        "os": "linux",
+        "config": { "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    })
+    .to_string()
+    .into_bytes();
+    let mut blobs: Vec<&[u8]> = layers.iter().map(|(blob, _)| blob.as_slice()).collect();
+    blobs.push(&config);
+    let pusher = Pusher::new(registry, &reference).await;
+    pusher.blobs(&blobs).await;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": descriptor(CONFIG_MEDIA_TYPE, &config),
+        "layers": layers.iter()
+            .map(|(blob, _)| descriptor(LAYER_MEDIA_TYPE, blob)).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes();
+    pusher.manifest(MANIFEST_MEDIA_TYPE, &manifest).await;
+    PushedImage {
+        reference,
+        manifest_digest: sha256(&manifest),
+        manifest_size: manifest.len(),
+        id: sha256(&config),
+    }
+}
+
 /// Pushes an OCI index over images already pushed to the same repository,
 /// each with the platform (`os/architecture`) it is listed for.
 pub async fn push_index(

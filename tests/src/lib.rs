@@ -14,6 +14,7 @@ pub mod pierd;
 pub mod prometheus;
 pub mod registry;
 pub mod streams;
+pub mod tmpfs;
 pub mod token_server;
 pub mod workload;
 
@@ -21,6 +22,7 @@ pub use client::Cri;
 pub use image::{ImageSpec, Layer, PushedImage};
 pub use pierd::{Pierd, PierdOptions, TestNetwork};
 pub use registry::{Access, Registry};
+pub use tmpfs::Tmpfs;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {

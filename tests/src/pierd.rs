@@ -131,6 +131,38 @@ impl Pierd {
         self.wait_until_serving().await;
     }
 
+    /// Starts pierd again on the same state after `terminate` or `kill`,
+    /// expecting it to refuse to start; returns its exit status and what it
+    /// logged while trying (the log starts anew with each start).
+    pub fn restart_refused(&mut self) -> (ExitStatus, String) {
+        assert!(self.child.is_none(), "pierd is still running");
+        let mut child = spawn(self.dir.path(), &self.socket, &self.options);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                return (status, self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pierd did not exit although it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a `pierd` subcommand (`check`, `config`) with this pierd's
+    /// configuration, state root and run root.
+    pub fn subcommand(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(bins::path("pierd"));
+        configure(&mut command, self.dir.path(), &self.socket, &self.options);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a pierd subcommand")
+    }
+
     /// Runs a pierd that is expected to refuse to start; returns its exit
     /// status and log. It gets its own fresh state and run roots.
     pub fn run_refused(options: &PierdOptions, socket: &Path) -> (ExitStatus, String) {
@@ -375,7 +407,20 @@ fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
     std::fs::create_dir_all(dir.join("pier.d")).expect("mkdir pier.d");
     std::fs::write(dir.join("pier.toml"), &options.config).expect("write config");
     let log = std::fs::File::create(dir.join("pierd.log")).expect("create log");
-    Command::new(bins::path("pierd"))
+    let mut command = Command::new(bins::path("pierd"));
+    configure(&mut command, dir, socket, options);
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn pierd")
+}
+
+/// Points a pierd command line at the test's files.
+fn configure(command: &mut Command, dir: &Path, socket: &Path, options: &PierdOptions) {
+    let cni = dir.join("cni");
+    command
         .arg("--config")
         .arg(dir.join("pier.toml"))
         .arg("--config-dir")
@@ -389,10 +434,5 @@ fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
         .arg("--cni-config-dir")
         .arg(&cni)
         .args(["--log-level", "info,pierd=debug,pier_storage=debug"])
-        .args(&options.args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn pierd")
+        .args(&options.args);
 }

@@ -100,6 +100,12 @@ pub fn check_fields(config: &Config, origin: &str) -> Result<(), ConfigError> {
         collector_url(&config.tracing.endpoint)
             .map_err(|reason| invalid("tracing.endpoint", reason))?;
     }
+    if config.images.max_unpacked_bytes == 0 {
+        return Err(invalid(
+            "images.max_unpacked_bytes",
+            "must be at least 1; no image unpacks to nothing".into(),
+        ));
+    }
     if config.container_logs.max_line_size < 128 {
         return Err(invalid(
             "container_logs.max_line_size",

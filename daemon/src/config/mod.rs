@@ -34,6 +34,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub cni: CniConfig,
     pub registry: RegistryConfig,
+    pub images: ImagesConfig,
     pub streaming: StreamingConfig,
     pub container_logs: ContainerLogConfig,
     pub metrics: MetricsConfig,
@@ -50,6 +51,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             cni: CniConfig::default(),
             registry: RegistryConfig::default(),
+            images: ImagesConfig::default(),
             streaming: StreamingConfig::default(),
             container_logs: ContainerLogConfig::default(),
             metrics: MetricsConfig::default(),
@@ -208,6 +210,30 @@ pub struct RegistryConfig {
     pub mirrors: BTreeMap<String, Vec<String>>,
     /// Registries (`host` or `host:port`) spoken to over plain HTTP.
     pub insecure: Vec<String>,
+}
+
+/// Bounds on what pulling an image may take from the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Most bytes one pull may unpack (the uncompressed layer streams, all
+    /// layers together), against decompression bombs. A pull that crosses
+    /// it stops at once and leaves nothing behind.
+    pub max_unpacked_bytes: u64,
+}
+
+/// 15% of a 20 GB image filesystem. Kubelet evicts pods once less than 15%
+/// of the image filesystem is free (`imagefs.available<15%`) and collects
+/// images from 85% use on, so a node it keeps running has at least this
+/// much free: one pull, however it is compressed, cannot fill its disk.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 3_000_000_000;
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+        }
+    }
 }
 
 /// The streaming server behind Exec, Attach and PortForward URLs.

@@ -221,6 +221,11 @@ fn bad_values_name_file_key_and_reason() {
             "container_logs.max_line_size",
             "too small",
         ),
+        (
+            "[images]\nmax_unpacked_bytes = 0\n",
+            "images.max_unpacked_bytes",
+            "at least 1",
+        ),
         ("listen = \n", "pier.toml", "TOML parse error"),
     ];
     for (text, key, reason) in cases {
@@ -321,4 +326,31 @@ fn bad_metrics_and_tracing_values_name_their_key() {
         let err = Files::new().main(text).load().expect_err(text).to_string();
         assert!(err.contains(key), "{text}: {err}");
     }
+}
+
+#[test]
+fn the_unpack_limit_is_shown_and_comes_from_files_and_flags() {
+    let config = Files::new().load().expect("defaults");
+    assert_eq!(config.images.max_unpacked_bytes, DEFAULT_MAX_UNPACKED_BYTES);
+    let printed = toml::to_string_pretty(&config).expect("print");
+    assert!(
+        printed.contains("[images]\nmax_unpacked_bytes = 3000000000"),
+        "{printed}"
+    );
+    let files = Files::new();
+    files.main("[images]\nmax_unpacked_bytes = 1048576\n");
+    assert_eq!(
+        files.load().expect("file").images.max_unpacked_bytes,
+        1 << 20
+    );
+    let flagged = files
+        .load_with(&["--max-unpacked-bytes", "2097152"])
+        .expect("flag");
+    assert_eq!(flagged.images.max_unpacked_bytes, 2 << 20);
+    let store = crate::service::image_store_config(&flagged);
+    assert_eq!(
+        store.max_unpacked_bytes,
+        2 << 20,
+        "the store gets the limit"
+    );
 }

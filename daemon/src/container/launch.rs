@@ -34,7 +34,7 @@ const MONITOR_CGROUP: &str = "pier-monitors";
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("create pipe: {0}")]
-    Pipe(nix::Error),
+    Pipe(#[source] nix::Error),
     #[error("open monitor log {path}: {source}")]
     Log {
         path: PathBuf,
@@ -46,7 +46,7 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     #[error("open the monitor's start gate: {0}")]
-    Gate(std::io::Error),
+    Gate(#[source] std::io::Error),
     #[error("monitor did not report within {0:?}")]
     Timeout(Duration),
     #[error("monitor exited without reporting (see {log})")]

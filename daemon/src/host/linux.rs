@@ -99,6 +99,10 @@ impl Host for LinuxHost {
         start_time(pid)
     }
 
+    fn is_alive(&self, process: Process) -> bool {
+        pier_proto::proc_stat::is_running(process.pid, process.start_time)
+    }
+
     fn kill(&self, process: Process) -> nix::Result<()> {
         if !self.is_alive(process) {
             return Ok(());

@@ -1,7 +1,7 @@
 //! Pod sandboxes: pinned namespaces, CNI network, per-pod files.
 
 mod files;
-mod namespaces;
+pub mod namespaces;
 mod reconcile;
 mod run;
 mod teardown;

@@ -27,6 +27,7 @@ pub fn image_store_config(config: &Config) -> StoreConfig {
     let mut store = StoreConfig::new(&config.root);
     store.registry.mirrors = config.registry.mirrors.clone();
     store.registry.insecure = config.registry.insecure.clone();
+    store.max_unpacked_bytes = config.images.max_unpacked_bytes;
     store
 }
 

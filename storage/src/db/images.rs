@@ -78,7 +78,9 @@ impl Database {
     /// Names it carries move to it from whichever image held them before, as
     /// a re-pulled tag does.
     pub fn insert_image(&mut self, image: &ImageRecord) -> Result<(), DbError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             &format!(
                 "INSERT INTO images ({IMAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
@@ -161,7 +163,9 @@ impl Database {
     /// uses any more; their rows are gone, their directories are the caller's
     /// to remove. Returns `None` when the image did not exist.
     pub fn delete_image(&mut self, id: &str) -> Result<Option<Vec<String>>, DbError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let layers: Vec<String> = {
             let mut stmt = tx.prepare("SELECT chain_id FROM image_layers WHERE image_id = ?1")?;
             stmt.query_map([id], |row| row.get(0))?

@@ -118,7 +118,9 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError>
             version,
             source,
         };
-        let tx = conn.transaction().map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
         tx.pragma_update(None, "user_version", version)
             .map_err(err)?;

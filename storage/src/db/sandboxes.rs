@@ -139,7 +139,9 @@ impl Database {
 
     /// Removes a sandbox and the rows of its containers. Returns whether it existed.
     pub fn delete_sandbox(&mut self, id: &str) -> Result<bool, DbError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM containers WHERE sandbox_id = ?1", [id])?;
         let removed = tx.execute("DELETE FROM sandboxes WHERE id = ?1", [id])?;
         tx.commit()?;

@@ -240,6 +240,9 @@ impl ImageStore {
             Err(e) => Err(wrap(e)),
         };
         self.release_leases(&jobs).await;
+        if result.is_err() {
+            self.forget_config(&id, &config_desc.digest).await;
+        }
         let image = result?;
         tracing::info!(
             image = %name, id, layers = jobs.len(), elapsed_ms = started.elapsed().as_millis() as u64,
@@ -413,6 +416,24 @@ impl ImageStore {
         .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "releasing layers after pull");
+        }
+    }
+
+    /// Deletes the config blob a failed pull stored, unless an image uses
+    /// it: a failed pull leaves nothing behind. A pull of the same image
+    /// that succeeds later writes it again with its rows.
+    async fn forget_config(&self, id: &str, digest: &Digest) {
+        let (inner, id, digest) = (self.inner.clone(), id.to_owned(), digest.clone());
+        let result = blocking(move || {
+            let unused = lock(&inner.db).image(&id)?.is_none();
+            if unused {
+                inner.blobs.remove(&digest);
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "forgetting the config of a failed pull");
         }
     }
 
