@@ -44,11 +44,16 @@ pub(super) async fn release(
     }
 }
 
-/// Finds the sandbox, takes its lock and releases its network, namespaces
-/// and shm: the common first half of stop and remove. `None` when the
-/// sandbox does not exist (already gone, which is fine for both). Its
-/// containers live in the namespaces released here: the caller stops or
-/// removes them first.
+/// Finds the sandbox, takes its lock, marks it not ready and releases its
+/// network, namespaces and shm: the common first half of stop and remove.
+/// `None` when the sandbox does not exist (already gone, which is fine for
+/// both). Its containers live in the namespaces released here: the caller
+/// stops or removes them first. The returned record has the state the
+/// sandbox had before.
+///
+/// The row says not ready before anything is released: a crash half way
+/// through must not leave a pod listed ready whose address is gone (the
+/// next start releases what a not-ready sandbox still holds).
 async fn released(
     daemon: &Daemon,
     id: &str,
@@ -58,6 +63,12 @@ async fn released(
     };
     tracing::Span::current().record("pod_id", record.id.as_str());
     let guard = daemon.locks.lock(&record.id).await;
+    if record.state != NOT_READY {
+        let sandbox = record.id.clone();
+        daemon
+            .db(move |db| db.set_sandbox_state(&sandbox, NOT_READY))
+            .await?;
+    }
     let runtime = SandboxRuntime::from_record(&record);
     release(daemon, &record.id, &config_of(&record), &runtime).await;
     Ok(Some((record, runtime, guard)))
@@ -70,10 +81,6 @@ pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
         return Ok(());
     };
     if record.state != NOT_READY {
-        let sandbox = record.id.clone();
-        daemon
-            .db(move |db| db.set_sandbox_state(&sandbox, NOT_READY))
-            .await?;
         tracing::info!("sandbox stopped");
         let stopped = ContainerEventType::ContainerStoppedEvent;
         daemon
