@@ -281,6 +281,11 @@ impl Host for FakeHost {
         Box::pin(async move { Ok(infra) })
     }
 
+    /// The fake starts no infra processes.
+    fn pid_namespace_init(&self, _pin: &Path) -> Option<Process> {
+        None
+    }
+
     fn is_pinned(&self, path: &Path) -> bool {
         lock(&self.pinned).contains(path)
     }

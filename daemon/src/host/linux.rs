@@ -123,6 +123,12 @@ impl Host for LinuxHost {
         })
     }
 
+    fn pid_namespace_init(&self, pin: &Path) -> Option<Process> {
+        let pid = namespaces::pid_namespace_init(pin)?;
+        let start_time = self.start_time(pid)?;
+        Some(Process { pid, start_time })
+    }
+
     fn is_pinned(&self, path: &Path) -> bool {
         // The magic's C type differs between libcs; `as _` fits it to the local one.
         let nsfs = nix::sys::statfs::FsType(NSFS_MAGIC as _);

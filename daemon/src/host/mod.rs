@@ -106,6 +106,10 @@ pub trait Host: Send + Sync {
     /// Whether `path` is still a pinned namespace (a reboot empties /run).
     fn is_pinned(&self, path: &Path) -> bool;
 
+    /// The first process (the pod's infra) of the PID namespace pinned at
+    /// `pin`, if one still runs.
+    fn pid_namespace_init(&self, pin: &Path) -> Option<Process>;
+
     /// Releases a pinned namespace; one already released is fine.
     fn unpin_namespace(&self, path: &Path);
 
