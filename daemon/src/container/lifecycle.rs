@@ -319,6 +319,9 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
             CREATED | RUNNING => {
                 if daemon.host.is_alive(runtime.monitor()) {
                     daemon.metrics.monitor_reattached();
+                    if record.state == CREATED {
+                        record_start_while_away(daemon, &record.id, &runtime).await?;
+                    }
                 }
                 exits::watch(Arc::clone(daemon), record.id.clone(), runtime);
             }
@@ -326,6 +329,33 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
         }
     }
     sweep_runtime_state(daemon).await
+}
+
+/// A crash between `runc start` and the row saying so leaves a running
+/// container recorded as created: kubelet would see a container that never
+/// started and start a second one beside it. The runtime knows better.
+async fn record_start_while_away(
+    daemon: &Daemon,
+    id: &str,
+    runtime: &ContainerRuntime,
+) -> Result<(), Error> {
+    match daemon.host.runtime_state(runtime.oci(), id).await {
+        Ok(status) if status == "running" => {
+            tracing::warn!(container_id = %id, "container started before a crash recorded it; recording it running");
+            // The start itself was not recorded: the first time pierd saw it.
+            let mut started = progress(RUNNING);
+            started.started_at = crate::time::now_ns();
+            let row = id.to_owned();
+            daemon
+                .db(move |db| db.set_container_progress(&row, &started))
+                .await
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(container_id = %id, error = %e, "runtime state");
+            Ok(())
+        }
+    }
 }
 
 /// Deletes the OCI runtime's state of containers that exited or no longer

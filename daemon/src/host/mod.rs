@@ -51,6 +51,14 @@ pub trait Host: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RuncError>>;
 
+    /// `state <id>`: the container's status as the runtime sees it
+    /// (`created`, `running`, `stopped`, `paused`).
+    fn runtime_state<'a>(
+        &'a self,
+        runtime: OciRuntime<'a>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<String, RuncError>>;
+
     /// `kill --all <id> <signal>`: signals every process of the container.
     fn runtime_kill<'a>(
         &'a self,
