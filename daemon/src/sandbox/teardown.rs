@@ -9,6 +9,7 @@ use super::{NOT_READY, SandboxRuntime, config_of, files, namespaces};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::events::PodSnapshots;
+use crate::failpoint::crash_point;
 use crate::network::{cni, conflist::NetworkConfig};
 
 /// Releases the network, namespaces and shm of a sandbox. Failures are
@@ -37,8 +38,10 @@ pub(super) async fn release(
         if let Err(e) = daemon.host.network_del(&network, dirs, &pod, added).await {
             tracing::warn!(error = %e, "CNI DEL failed; the network may keep the pod's address");
         }
+        crash_point("pod.cni_deleted");
     }
     namespaces::unpin(&*daemon.host, runtime);
+    crash_point("pod.namespaces_unpinned");
     if let Some(shm) = &runtime.shm {
         daemon.host.unmount_shm(shm);
     }
@@ -81,6 +84,7 @@ pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
         return Ok(());
     };
     if record.state != NOT_READY {
+        crash_point("stop_pod.stopped");
         tracing::info!("sandbox stopped");
         let stopped = ContainerEventType::ContainerStoppedEvent;
         daemon
@@ -100,6 +104,7 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
     if !runtime.dir.as_os_str().is_empty() {
         files::remove_dir(&runtime.dir)
             .map_err(Error::io(format!("remove {}", runtime.dir.display())))?;
+        crash_point("remove_pod.dir_removed");
     }
     // Taken while the row exists: the event names the pod it was.
     let last = match daemon.events.wanted() {
@@ -108,6 +113,7 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
     };
     let sandbox = record.id.clone();
     daemon.db(move |db| db.delete_sandbox(&sandbox)).await?;
+    crash_point("remove_pod.row_deleted");
     tracing::info!("sandbox removed");
     if let Some(last) = last {
         let deleted = ContainerEventType::ContainerDeletedEvent;
