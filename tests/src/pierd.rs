@@ -32,6 +32,8 @@ pub struct PierdOptions {
     pub args: Vec<String>,
     /// The run root, relative to the test's temp dir (`run` by default).
     pub runroot: Option<PathBuf>,
+    /// Extra environment variables (`FAILPOINTS` arms a crash point).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for PierdOptions {
@@ -43,6 +45,7 @@ impl Default for PierdOptions {
             network: None,
             args: Vec::new(),
             runroot: None,
+            env: Vec::new(),
         }
     }
 }
@@ -129,6 +132,36 @@ impl Pierd {
         assert!(self.child.is_none(), "pierd is still running");
         self.child = Some(spawn(self.dir.path(), &self.socket, &self.options));
         self.wait_until_serving().await;
+    }
+
+    /// Like [`Self::restart`], with the options changed first (a crash test
+    /// disarms its failpoint this way).
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut PierdOptions)) {
+        change(&mut self.options);
+        self.restart().await;
+    }
+
+    /// Waits up to `within` for pierd to exit on its own (a crash) and reaps
+    /// it; `None` if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The temp dir holding everything of this pierd: config, state and run
+    /// roots, socket, CNI state, log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Runs a pierd that is expected to refuse to start; returns its exit
@@ -390,6 +423,7 @@ fn spawn(dir: &Path, socket: &Path, options: &PierdOptions) -> Child {
         .arg(&cni)
         .args(["--log-level", "info,pierd=debug,pier_storage=debug"])
         .args(&options.args)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone log"))
         .stderr(log)
