@@ -22,8 +22,14 @@ if [ -z "${PIER_CRI_TOOLS:-}" ]; then
   fi
 fi
 
+# The crash tests (tests/tests/crash_failpoints.rs) need pierd and
+# pier-monitor with their named failpoints compiled in. A failpoint does
+# nothing until a test arms it through FAILPOINTS, so every other test runs
+# these binaries as it would a normal build.
+features=pierd/failpoints,pier-monitor/failpoints
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features "$features" -- -D warnings
 # End-to-end tests run pierd and pier-monitor as separate processes.
-cargo build --workspace --bins --locked
-cargo test --workspace --locked
+cargo build --workspace --bins --locked --features "$features"
+cargo test --workspace --locked --features "$features"

@@ -12,6 +12,8 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod features;
+/// Crash points for the crash tests, shared with the storage crate.
+pub use pier_storage::failpoint;
 pub mod host;
 pub mod ids;
 pub mod locks;

@@ -53,6 +53,8 @@ fn main() -> ExitCode {
                 }
             };
             pierd::logging::init(&config.log, tracer.as_ref());
+            #[cfg(feature = "failpoints")]
+            let _failpoints = pierd::failpoint::arm_from_env();
             let served = runtime.block_on(pierd::server::serve(config));
             if let Some(tracer) = tracer {
                 let _inside = runtime.enter();

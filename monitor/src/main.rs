@@ -35,6 +35,7 @@ mod control;
 mod cri_log;
 mod daemonize;
 mod exec;
+mod failpoint;
 mod oom;
 mod runtime;
 mod server;
@@ -65,12 +66,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: MonitorArgs) -> u8 {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = failpoint::arm_from_env();
     if let Some(fd) = cfg.start_gate_fd
         && let Err(e) = daemonize::wait_gate(fd)
     {
         diag!("{e}");
         return 1;
     }
+    failpoint::crash_point("monitor.start_gate_opened");
     if let Err(e) = daemonize::detach() {
         diag!("{e}");
         return 1;

@@ -190,6 +190,7 @@ pub async fn ensure(
             return Err(e);
         }
     };
+    crate::failpoint::crash_point("pull.layer_unpacked");
     let finish = {
         let (tmp, dest) = (tmp.clone(), dest.clone());
         tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -200,7 +201,10 @@ pub async fn ensure(
         })
     };
     match finish.await {
-        Ok(Ok(())) => Ok(Some(size)),
+        Ok(Ok(())) => {
+            crate::failpoint::crash_point("pull.layer_renamed");
+            Ok(Some(size))
+        }
         Ok(Err(e)) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Err(PullError::io("commit layer", dest, e))

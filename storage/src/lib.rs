@@ -12,6 +12,7 @@ pub mod db;
 pub mod digest;
 mod endpoint;
 mod error;
+pub mod failpoint;
 pub mod fsops;
 mod gc;
 pub mod idmap;

@@ -9,6 +9,7 @@ pub mod cri_tools;
 pub mod critest_mirror;
 pub mod image;
 pub mod native;
+pub mod node_state;
 pub mod otlp;
 pub mod pierd;
 pub mod prometheus;

@@ -32,6 +32,8 @@ pub struct PierdOptions {
     pub args: Vec<String>,
     /// The run root, relative to the test's temp dir (`run` by default).
     pub runroot: Option<PathBuf>,
+    /// Extra environment variables (`FAILPOINTS` arms a crash point).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for PierdOptions {
@@ -43,6 +45,7 @@ impl Default for PierdOptions {
             network: None,
             args: Vec::new(),
             runroot: None,
+            env: Vec::new(),
         }
     }
 }
@@ -151,6 +154,30 @@ impl Pierd {
         }
     }
 
+    /// Like [`Self::restart`], with the options changed first (a crash test
+    /// disarms its failpoint this way).
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut PierdOptions)) {
+        change(&mut self.options);
+        self.restart().await;
+    }
+
+    /// Waits up to `within` for pierd to exit on its own (a crash) and reaps
+    /// it; `None` if it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("wait pierd") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs a `pierd` subcommand (`check`, `config`) with this pierd's
     /// configuration, state root and run root.
     pub fn subcommand(&self, args: &[&str]) -> std::process::Output {
@@ -161,6 +188,12 @@ impl Pierd {
             .stdin(Stdio::null())
             .output()
             .expect("run a pierd subcommand")
+    }
+
+    /// The temp dir holding everything of this pierd: config, state and run
+    /// roots, socket, CNI state, log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Runs a pierd that is expected to refuse to start; returns its exit
@@ -434,5 +467,6 @@ fn configure(command: &mut Command, dir: &Path, socket: &Path, options: &PierdOp
         .arg("--cni-config-dir")
         .arg(&cni)
         .args(["--log-level", "info,pierd=debug,pier_storage=debug"])
-        .args(&options.args);
+        .args(&options.args)
+        .envs(options.env.iter().map(|(k, v)| (k, v)));
 }

@@ -15,6 +15,7 @@ use super::spec;
 use super::{CREATED, CREATING, ContainerRuntime, lifecycle};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::failpoint::crash_point;
 use crate::sandbox::{self, READY, SandboxRuntime};
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
@@ -117,6 +118,7 @@ pub async fn create(
         ..Default::default()
     };
     daemon.db(move |db| db.insert_container(&record)).await?;
+    crash_point("create_container.row_inserted");
 
     let setup = Setup {
         daemon,
@@ -140,6 +142,7 @@ pub async fn create(
             db.set_container_progress(&row, &lifecycle::progress(CREATED))
         })
         .await?;
+    crash_point("create_container.row_created");
     super::exits::watch(Arc::clone(daemon), id.clone(), runtime.clone());
     tracing::info!(pid = runtime.pid, "container created");
     let created = ContainerEventType::ContainerCreatedEvent;

@@ -140,6 +140,7 @@ pub fn launch(launch: &Launch) -> Result<Created, LaunchError> {
     let mut gate = File::from(gate_write);
     gate.write_all(&[1]).map_err(LaunchError::Gate)?;
     drop(gate);
+    crate::failpoint::crash_point("create_container.monitor_started");
     let report = read_report(sync_read, &log);
     // The first monitor process exits right after its double fork.
     let _ = child.wait();

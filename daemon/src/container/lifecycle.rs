@@ -11,6 +11,7 @@ use pier_storage::db::ContainerProgress;
 use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::failpoint::crash_point;
 use crate::host::{OciRuntime, Urgency};
 
 /// How long a container gets to exit after SIGKILL before Stop gives up.
@@ -45,6 +46,7 @@ pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
     let mut started = progress(RUNNING);
     started.started_at = crate::time::now_ns();
     daemon.host.runtime_start(runtime.oci(), &record.id).await?;
+    crash_point("start_container.runc_started");
     let row = record.id.clone();
     // The exit watcher may already have recorded a container that exited at
     // once; never overwrite that with `running`.
@@ -62,6 +64,7 @@ pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
             _ => db.set_container_progress(&row, &started),
         })
         .await?;
+    crash_point("start_container.row_running");
     tracing::info!("container started");
     let started = ContainerEventType::ContainerStartedEvent;
     daemon
@@ -111,6 +114,7 @@ async fn stop_locked(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Erro
         }
     }
     kill(daemon, &runtime, id, "SIGKILL").await;
+    crash_point("stop_container.killed");
     match tokio::time::timeout(KILL_GRACE, exited.wait_for(Option::is_some)).await {
         Ok(_) => Ok(()),
         Err(_) => Err(Error::StillRunning {
@@ -163,6 +167,7 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
             .runtime_delete(runtime.oci(), id, Urgency::Now)
             .await;
     }
+    crash_point("remove_container.runtime_deleted");
     let runtime_done = began.elapsed();
     // Rootfs, writable layer, bundle and durable exit file (one folder), and
     // the monitor's run dir: independent, so both go at once. The row goes
@@ -185,11 +190,13 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     if let Ok(Err((dir, e))) = run_dir {
         tracing::warn!(container_id = %id, dir = %dir.display(), error = %e, "remove monitor dir");
     }
+    crash_point("remove_container.files_removed");
     let rootfs_done = began.elapsed();
     let row = id.to_owned();
     if let Err(e) = daemon.db(move |db| db.delete_container(&row)).await {
         tracing::warn!(container_id = %id, error = %e, "delete container row");
     }
+    crash_point("remove_container.row_deleted");
     daemon.exits.forget(id);
     tracing::debug!(?runtime_done, ?rootfs_done, total = ?began.elapsed(), "container discarded");
 }
@@ -320,6 +327,9 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
             CREATED | RUNNING => {
                 if daemon.host.is_alive(runtime.monitor()) {
                     daemon.metrics.monitor_reattached();
+                    if record.state == CREATED {
+                        record_start_while_away(daemon, &record.id, &runtime).await?;
+                    }
                 }
                 exits::watch(Arc::clone(daemon), record.id.clone(), runtime);
             }
@@ -327,6 +337,33 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
         }
     }
     sweep_runtime_state(daemon).await
+}
+
+/// A crash between `runc start` and the row saying so leaves a running
+/// container recorded as created: kubelet would see a container that never
+/// started and start a second one beside it. The runtime knows better.
+async fn record_start_while_away(
+    daemon: &Daemon,
+    id: &str,
+    runtime: &ContainerRuntime,
+) -> Result<(), Error> {
+    match daemon.host.runtime_state(runtime.oci(), id).await {
+        Ok(status) if status == "running" => {
+            tracing::warn!(container_id = %id, "container started before a crash recorded it; recording it running");
+            // The start itself was not recorded: the first time pierd saw it.
+            let mut started = progress(RUNNING);
+            started.started_at = crate::time::now_ns();
+            let row = id.to_owned();
+            daemon
+                .db(move |db| db.set_container_progress(&row, &started))
+                .await
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(container_id = %id, error = %e, "runtime state");
+            Ok(())
+        }
+    }
 }
 
 /// Deletes the OCI runtime's state of containers that exited or no longer

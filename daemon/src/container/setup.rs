@@ -17,6 +17,7 @@ use super::stage::Stage;
 use super::{ContainerRuntime, user};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::failpoint::crash_point;
 use crate::sandbox::SandboxRuntime;
 
 /// What a container is made from.
@@ -85,6 +86,7 @@ impl Setup<'_> {
         runtime.rootfs = images
             .create_rootfs(self.id, &self.image.id, layer_view)
             .await?;
+        crash_point("create_container.rootfs_mounted");
         let mut image_volumes = Vec::new();
         for (index, mount) in self.config.mounts.iter().enumerate() {
             let Some(image) = &mount.image else {
@@ -124,8 +126,10 @@ impl Setup<'_> {
             path: config_json.clone(),
             source,
         })?;
+        crash_point("create_container.bundle_written");
 
         let created = self.launch(runtime).await?;
+        crash_point("create_container.runc_created");
         runtime.pid = created.pid;
         runtime.start_time = created.start_time;
         runtime.monitor_pid = created.monitor_pid;

@@ -203,3 +203,28 @@ async fn restart_reconciles_missing_extra_and_half_made_containers() {
     );
     assert!(deleted(&t, &old), "exited container's runtime state swept");
 }
+
+#[tokio::test(start_paused = true)]
+async fn restart_records_a_container_started_before_a_crash_recorded_it() {
+    let t = TestDaemon::new().await;
+    let pod = t.pod("web").await;
+    let (started, runtime) = t.stored_container(&pod, "started", CREATED, &[]);
+    let (waiting, _) = t.stored_container(&pod, "waiting", CREATED, &[]);
+    // runc start ran; the crash came before the row said so.
+    t.daemon
+        .host
+        .runtime_start(runtime.oci(), &started)
+        .await
+        .expect("runc start");
+
+    super::reconcile(&t.daemon).await.expect("reconcile");
+
+    let row = t.container_row(&started).expect("started row");
+    assert_eq!(row.state, RUNNING, "the runtime says it runs");
+    assert!(row.started_at > 0, "{row:?}");
+    let row = t.container_row(&waiting).expect("waiting row");
+    assert_eq!(
+        row.state, CREATED,
+        "a container never started stays created"
+    );
+}

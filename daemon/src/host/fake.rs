@@ -178,6 +178,17 @@ fn killed_by(signal: &str) -> i32 {
 }
 
 impl Host for FakeHost {
+    /// `running` once the container was started, `created` before.
+    fn runtime_state<'a>(
+        &'a self,
+        _runtime: OciRuntime<'a>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<String, RuncError>> {
+        let started = self.calls().contains(&Call::RuntimeStart(id.to_owned()));
+        let status = if started { "running" } else { "created" };
+        Box::pin(async move { Ok(status.to_owned()) })
+    }
+
     fn runtime_start<'a>(
         &'a self,
         _runtime: OciRuntime<'a>,
@@ -279,6 +290,11 @@ impl Host for FakeHost {
         lock(&self.pinned).extend(pins);
         let infra = request.pid.is_some().then(|| self.spawn());
         Box::pin(async move { Ok(infra) })
+    }
+
+    /// The fake starts no infra processes.
+    fn pid_namespace_init(&self, _pin: &Path) -> Option<Process> {
+        None
     }
 
     fn is_pinned(&self, path: &Path) -> bool {

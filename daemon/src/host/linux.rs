@@ -41,6 +41,14 @@ impl Host for LinuxHost {
         Box::pin(async move { runc::run(runtime.binary, runtime.root, &["start", id]).await })
     }
 
+    fn runtime_state<'a>(
+        &'a self,
+        runtime: OciRuntime<'a>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<String, RuncError>> {
+        Box::pin(async move { runc::state(runtime.binary, runtime.root, id).await })
+    }
+
     fn runtime_kill<'a>(
         &'a self,
         runtime: OciRuntime<'a>,
@@ -73,7 +81,9 @@ impl Host for LinuxHost {
     ) -> BoxFuture<'a, Result<(), RuncError>> {
         Box::pin(async move {
             let args = ["delete", "--force", id];
-            runc::run_as(runtime.binary, runtime.root, &args, None, urgency).await
+            runc::run_as(runtime.binary, runtime.root, &args, None, urgency)
+                .await
+                .map(drop)
         })
     }
 
@@ -125,6 +135,12 @@ impl Host for LinuxHost {
                 start_time: started,
             }))
         })
+    }
+
+    fn pid_namespace_init(&self, pin: &Path) -> Option<Process> {
+        let pid = namespaces::pid_namespace_init(pin)?;
+        let start_time = self.start_time(pid)?;
+        Some(Process { pid, start_time })
     }
 
     fn is_pinned(&self, path: &Path) -> bool {

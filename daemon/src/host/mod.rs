@@ -51,6 +51,14 @@ pub trait Host: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RuncError>>;
 
+    /// `state <id>`: the container's status as the runtime sees it
+    /// (`created`, `running`, `stopped`, `paused`).
+    fn runtime_state<'a>(
+        &'a self,
+        runtime: OciRuntime<'a>,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<String, RuncError>>;
+
     /// `kill --all <id> <signal>`: signals every process of the container.
     fn runtime_kill<'a>(
         &'a self,
@@ -105,6 +113,10 @@ pub trait Host: Send + Sync {
 
     /// Whether `path` is still a pinned namespace (a reboot empties /run).
     fn is_pinned(&self, path: &Path) -> bool;
+
+    /// The first process (the pod's infra) of the PID namespace pinned at
+    /// `pin`, if one still runs.
+    fn pid_namespace_init(&self, pin: &Path) -> Option<Process>;
 
     /// Releases a pinned namespace; one already released is fine.
     fn unpin_namespace(&self, path: &Path);

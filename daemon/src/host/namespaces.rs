@@ -73,3 +73,27 @@ pub async fn run_helper(request: &PinRequest) -> Result<Option<i32>, NamespaceEr
         pid => Ok(pid),
     }
 }
+
+/// The first process of the PID namespace pinned at `pin` (the pod's
+/// `pier-infra`), found by the namespace's inode among the node's
+/// processes: for when a crash came between starting it and recording its
+/// pid.
+pub fn pid_namespace_init(pin: &Path) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(pin).ok()?.ino();
+    let wanted = format!("pid:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let ns = std::fs::read_link(entry.path().join("ns/pid")).ok()?;
+            if ns.to_str() != Some(wanted.as_str()) {
+                return None;
+            }
+            // Its own pid in the namespace is the last of NSpid's: 1 for the init.
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let nspid = status.lines().find(|l| l.starts_with("NSpid:"))?;
+            (nspid.split_whitespace().last() == Some("1")).then_some(pid)
+        })
+}

@@ -1,5 +1,5 @@
-//! Invoking the OCI runtime binary directly (start, kill, update, delete),
-//! as CRI-O does.
+//! Invoking the OCI runtime binary directly (start, kill, update, delete,
+//! state), as CRI-O does.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,7 +37,26 @@ const BACKGROUND_NICENESS: &str = "10";
 
 /// Runs `<runtime> --root <root> <args>`; its stderr becomes the error.
 pub async fn run(runtime: &Path, root: &Path, args: &[&str]) -> Result<(), RuncError> {
-    run_as(runtime, root, args, None, Urgency::Now).await
+    run_as(runtime, root, args, None, Urgency::Now)
+        .await
+        .map(drop)
+}
+
+/// `state <id>`: the status the runtime gives the container (`created`,
+/// `running`, `stopped`, `paused`).
+pub async fn state(runtime: &Path, root: &Path, id: &str) -> Result<String, RuncError> {
+    let args = ["state", id];
+    let stdout = run_as(runtime, root, &args, None, Urgency::Now).await?;
+    let unreadable = |reason: String| RuncError::Failed {
+        command: format!("{} {}", runtime.display(), args.join(" ")),
+        stderr: format!("unreadable state: {reason}"),
+    };
+    let state: serde_json::Value =
+        serde_json::from_slice(&stdout).map_err(|e| unreadable(e.to_string()))?;
+    state["status"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| unreadable("no status".into()))
 }
 
 /// Like `run`, feeding `input` to the runtime's stdin (`update --resources -`).
@@ -47,17 +66,19 @@ pub async fn run_with_input(
     args: &[&str],
     input: Option<&[u8]>,
 ) -> Result<(), RuncError> {
-    run_as(runtime, root, args, input, Urgency::Now).await
+    run_as(runtime, root, args, input, Urgency::Now)
+        .await
+        .map(drop)
 }
 
-/// `run_with_input` at the given urgency.
+/// `run_with_input` at the given urgency; returns the runtime's stdout.
 pub async fn run_as(
     runtime: &Path,
     root: &Path,
     args: &[&str],
     input: Option<&[u8]>,
     urgency: Urgency,
-) -> Result<(), RuncError> {
+) -> Result<Vec<u8>, RuncError> {
     let spawn_error = |source| RuncError::Spawn {
         binary: runtime.to_owned(),
         source,
@@ -79,7 +100,7 @@ pub async fn run_as(
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(spawn_error)?;
@@ -88,7 +109,7 @@ pub async fn run_as(
     }
     let output = child.wait_with_output().await.map_err(spawn_error)?;
     if output.status.success() {
-        return Ok(());
+        return Ok(output.stdout);
     }
     Err(RuncError::Failed {
         command: format!("{} {}", runtime.display(), args.join(" ")),

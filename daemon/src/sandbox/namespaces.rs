@@ -61,8 +61,15 @@ pub fn infra_alive(host: &dyn Host, runtime: &SandboxRuntime) -> bool {
 
 /// Ends the infra process, which takes down whatever still runs in the
 /// pod's PID namespace, and releases every pinned namespace of the sandbox.
+/// An infra process whose pid a crash kept from being recorded is found
+/// through the pinned namespace: unpinning alone would leave it running
+/// (it holds the namespace open itself).
 pub fn unpin(host: &dyn Host, runtime: &SandboxRuntime) {
-    if let Some(infra) = infra(runtime)
+    let unrecorded = || {
+        let pin = runtime.pidns.as_ref()?;
+        host.pid_namespace_init(pin)
+    };
+    if let Some(infra) = infra(runtime).or_else(unrecorded)
         && let Err(e) = host.kill(infra)
     {
         tracing::warn!(pid = infra.pid, error = %e, "kill the pod's infra process");

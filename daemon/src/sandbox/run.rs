@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{NOT_READY, Namespaces, READY, SandboxRuntime, files, invalid, namespaces, teardown};
 use crate::daemon::Daemon;
 use crate::error::Error;
+use crate::failpoint::crash_point;
 use crate::network::{cni, conflist};
 use crate::userns::{Mappings, PodUserns};
 use pier_storage::SandboxRecord;
@@ -67,6 +68,7 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
     };
     log_directory(&config.log_directory)?;
     daemon.db(move |db| db.insert_sandbox(&record)).await?;
+    crash_point("run_pod.row_inserted");
 
     let mut runtime = SandboxRuntime::default();
     let set = set_up(daemon, &id, &config, ns, &sysctls, userns, &mut runtime);
@@ -80,6 +82,7 @@ pub async fn run(daemon: &Daemon, request: RunPodSandboxRequest) -> Result<Strin
                     db.set_sandbox_state(&sandbox, READY)
                 })
                 .await?;
+            crash_point("run_pod.row_ready");
             tracing::info!(ips = ?runtime.ips, "sandbox ready");
             for kind in [
                 ContainerEventType::ContainerCreatedEvent,
@@ -150,6 +153,10 @@ async fn set_up(
     };
     save_progress(daemon, id, runtime).await?;
     namespaces::pin(&*daemon.host, runtime, &infra, sysctls).await?;
+    crash_point(match runtime.infra {
+        Some(_) => "run_pod.infra_started",
+        None => "run_pod.namespaces_pinned",
+    });
 
     let Some(netns) = runtime.netns.clone() else {
         return Ok(());
@@ -169,6 +176,7 @@ async fn set_up(
     };
     let dirs = &daemon.config.cni.plugin_dirs;
     let result = daemon.host.network_add(&network, dirs, &pod).await?;
+    crash_point("run_pod.cni_added");
     runtime.ips = cni::result_ips(&result);
     runtime.cni_result = Some(result);
     Ok(())

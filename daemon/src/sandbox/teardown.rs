@@ -9,6 +9,7 @@ use super::{NOT_READY, SandboxRuntime, config_of, files, namespaces};
 use crate::daemon::Daemon;
 use crate::error::Error;
 use crate::events::PodSnapshots;
+use crate::failpoint::crash_point;
 use crate::network::{cni, conflist::NetworkConfig};
 
 /// Releases the network, namespaces and shm of a sandbox. Failures are
@@ -37,18 +38,25 @@ pub(super) async fn release(
         if let Err(e) = daemon.host.network_del(&network, dirs, &pod, added).await {
             tracing::warn!(error = %e, "CNI DEL failed; the network may keep the pod's address");
         }
+        crash_point("pod.cni_deleted");
     }
     namespaces::unpin(&*daemon.host, runtime);
+    crash_point("pod.namespaces_unpinned");
     if let Some(shm) = &runtime.shm {
         daemon.host.unmount_shm(shm);
     }
 }
 
-/// Finds the sandbox, takes its lock and releases its network, namespaces
-/// and shm: the common first half of stop and remove. `None` when the
-/// sandbox does not exist (already gone, which is fine for both). Its
-/// containers live in the namespaces released here: the caller stops or
-/// removes them first.
+/// Finds the sandbox, takes its lock, marks it not ready and releases its
+/// network, namespaces and shm: the common first half of stop and remove.
+/// `None` when the sandbox does not exist (already gone, which is fine for
+/// both). Its containers live in the namespaces released here: the caller
+/// stops or removes them first. The returned record has the state the
+/// sandbox had before.
+///
+/// The row says not ready before anything is released: a crash half way
+/// through must not leave a pod listed ready whose address is gone (the
+/// next start releases what a not-ready sandbox still holds).
 async fn released(
     daemon: &Daemon,
     id: &str,
@@ -58,6 +66,12 @@ async fn released(
     };
     tracing::Span::current().record("pod_id", record.id.as_str());
     let guard = daemon.locks.lock(&record.id).await;
+    if record.state != NOT_READY {
+        let sandbox = record.id.clone();
+        daemon
+            .db(move |db| db.set_sandbox_state(&sandbox, NOT_READY))
+            .await?;
+    }
     let runtime = SandboxRuntime::from_record(&record);
     release(daemon, &record.id, &config_of(&record), &runtime).await;
     Ok(Some((record, runtime, guard)))
@@ -70,10 +84,7 @@ pub async fn stop(daemon: &Daemon, id: &str) -> Result<(), Error> {
         return Ok(());
     };
     if record.state != NOT_READY {
-        let sandbox = record.id.clone();
-        daemon
-            .db(move |db| db.set_sandbox_state(&sandbox, NOT_READY))
-            .await?;
+        crash_point("stop_pod.stopped");
         tracing::info!("sandbox stopped");
         let stopped = ContainerEventType::ContainerStoppedEvent;
         daemon
@@ -93,6 +104,7 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
     if !runtime.dir.as_os_str().is_empty() {
         files::remove_dir(&runtime.dir)
             .map_err(Error::io(format!("remove {}", runtime.dir.display())))?;
+        crash_point("remove_pod.dir_removed");
     }
     // Taken while the row exists: the event names the pod it was.
     let last = match daemon.events.wanted() {
@@ -101,6 +113,7 @@ pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
     };
     let sandbox = record.id.clone();
     daemon.db(move |db| db.delete_sandbox(&sandbox)).await?;
+    crash_point("remove_pod.row_deleted");
     tracing::info!("sandbox removed");
     if let Some(last) = last {
         let deleted = ContainerEventType::ContainerDeletedEvent;

@@ -86,6 +86,7 @@ async fn stop_pod_stops_containers_before_the_network_and_namespaces_go() {
     let a = t.container(&pod, "a", RUNNING, &["SIGKILL"]);
     let b = t.container(&pod, "b", RUNNING, &["SIGKILL"]);
     let seen = watch_teardown(&t, &pod, &[&a, &b]);
+    assert_eq!(t.sandbox_row(&pod).expect("row").state, READY);
 
     stop_pod(&t.daemon, &pod).await.expect("stop pod");
 
@@ -95,10 +96,12 @@ async fn stop_pod_stops_containers_before_the_network_and_namespaces_go() {
     for step in &seen {
         let exited = Some(EXITED.to_owned());
         assert_eq!(step.containers, [exited.clone(), exited], "{step:?}");
+        // Not ready before anything is released: a crash half way must not
+        // leave a pod listed ready whose network is gone.
         assert_eq!(
             step.sandbox.as_deref(),
-            Some(READY),
-            "state changes last: {step:?}"
+            Some(NOT_READY),
+            "state changes first: {step:?}"
         );
     }
     assert_eq!(t.sandbox_row(&pod).expect("row stays").state, NOT_READY);

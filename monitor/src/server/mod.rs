@@ -487,6 +487,7 @@ impl Server {
             finished_ns,
             oom_killed,
         };
+        crate::failpoint::crash_point("monitor.before_exit_file");
         let mut written = 0;
         for dir in &self.cfg.exit_dirs {
             match exit_file::write(dir, &status) {
@@ -494,6 +495,7 @@ impl Server {
                 Err(e) => crate::diag!("{e}"),
             }
         }
+        crate::failpoint::crash_point("monitor.exit_file_written");
         for e in self.execs.drain(..) {
             e.kill();
             let c = self.conns.iter_mut().find(|c| c.id == e.conn);

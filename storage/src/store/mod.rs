@@ -384,6 +384,7 @@ impl ImageStore {
                 })?;
             }
             db.insert_image(&record)?;
+            crate::failpoint::crash_point("pull.image_row");
             let stored = db.image(&record.id)?.unwrap_or(record);
             Ok(Image::from_record(stored))
         })
