@@ -143,10 +143,17 @@ fn print(options: &LoadOptions, pier: &LoadReport, containerd: Option<&LoadRepor
             c.total_calls()
         ))
     );
-    println!(
-        "\n{:<20} {:>6} {:>9} {:>9}   {:>6} {:>9} {:>9}   {:>6} {:>6}",
-        "RPC, ms", "pier n", "p50", "p99", "ctrd n", "p50", "p99", "p50 x", "p99 x"
+    let mut header = format!(
+        "\n{:<20} {:>6} {:>9} {:>9}",
+        "RPC, ms", "pier n", "p50", "p99"
     );
+    if containerd.is_some() {
+        header += &format!(
+            "   {:>6} {:>9} {:>9}   {:>6} {:>6}",
+            "ctrd n", "p50", "p99", "p50 x", "p99 x"
+        );
+    }
+    println!("{header}");
     let names: BTreeSet<&str> = pier
         .calls
         .keys()
