@@ -1,6 +1,7 @@
 //! The load mix of `pier-load-bench`, small: clients in parallel making
-//! mixed calls must finish (no deadlock), never get INTERNAL or UNKNOWN,
-//! and leave nothing behind once they removed their pods.
+//! mixed calls must finish (no deadlock), never get INTERNAL or UNKNOWN
+//! (nor any other refusal), and leave nothing behind once they removed
+//! their pods.
 
 use std::time::Duration;
 
@@ -45,6 +46,15 @@ async fn mixed_calls_from_parallel_clients_end_cleanly() {
         "INTERNAL or UNKNOWN answers: {internal:?}\n{:#?}",
         report.calls
     );
+    // Every call is drawn for the client's own objects in a state it
+    // applies to, so any refusal at all is the runtime's fault.
+    let refused: Vec<_> = report
+        .calls
+        .iter()
+        .filter(|(_, figures)| !figures.errors.is_empty())
+        .map(|(rpc, figures)| (rpc, &figures.errors, &figures.messages))
+        .collect();
+    assert!(refused.is_empty(), "calls refused: {refused:#?}");
     assert!(report.leaks.is_empty(), "left behind: {:#?}", report.leaks);
     // The clients' own clean-up adds calls to the mix; none may be missing.
     assert!(
