@@ -8,6 +8,7 @@ pub mod client;
 pub mod cri_tools;
 pub mod critest_mirror;
 pub mod image;
+pub mod load;
 pub mod native;
 pub mod node_state;
 pub mod otlp;

@@ -55,8 +55,11 @@ impl Default for PierdOptions {
 #[derive(Debug, Clone)]
 pub struct TestNetwork {
     pub bridge: String,
-    /// The first three octets of the /24 pods get addresses from.
+    /// The first three octets of the /24 pods get addresses from (two
+    /// octets of a /16 for a [`TestNetwork::wide`] one).
     pub subnet_prefix: String,
+    /// 24, or 16 for a wide network.
+    pub prefix_len: u8,
 }
 
 impl TestNetwork {
@@ -67,6 +70,26 @@ impl TestNetwork {
         Self {
             bridge: format!("pt{:x}{n:x}", pid % 0xfffff),
             subnet_prefix: format!("10.{}.{}", 100 + pid % 100, n % 256),
+            prefix_len: 24,
+        }
+    }
+
+    /// A network with room for 65,000 pods: 10.`second_octet`.0.0/16.
+    /// Tests use 10.100-199.x.0/24; benchmarks at scale take an octet
+    /// above those.
+    pub fn wide(second_octet: u8) -> Self {
+        Self {
+            subnet_prefix: format!("10.{second_octet}"),
+            prefix_len: 16,
+            ..Self::new()
+        }
+    }
+
+    /// The subnet in CIDR notation.
+    pub fn subnet(&self) -> String {
+        match self.prefix_len {
+            16 => format!("{}.0.0/16", self.subnet_prefix),
+            _ => format!("{}.0/24", self.subnet_prefix),
         }
     }
 
@@ -75,12 +98,12 @@ impl TestNetwork {
         format!(
             r#"{{"cniVersion":"1.0.0","name":"{bridge}","plugins":[
               {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
-                "ipam":{{"type":"host-local","dataDir":"{dir}","ranges":[[{{"subnet":"{net}.0/24"}}]],
+                "ipam":{{"type":"host-local","dataDir":"{dir}","ranges":[[{{"subnet":"{net}"}}]],
                          "routes":[{{"dst":"0.0.0.0/0"}}]}}}},
               {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
             bridge = self.bridge,
             dir = state_dir.display(),
-            net = self.subnet_prefix,
+            net = self.subnet(),
         )
     }
 }
@@ -294,10 +317,10 @@ impl Pierd {
     }
 }
 
-/// Removes every pod (and so every container) a pierd still has, through
-/// its own CRI socket. Runs on a thread of its own: `Drop` may be called
+/// Removes every pod (and so every container) a CRI runtime still has, through
+/// its socket. Runs on a thread of its own: `Drop` may be called
 /// inside a test's tokio runtime, which must not be blocked on.
-fn remove_all_pods(socket: &Path) {
+pub fn remove_all_pods(socket: &Path) {
     let socket = socket.to_owned();
     let cleanup = std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()

@@ -19,9 +19,13 @@ impl Containerd {
     /// Starts containerd with `pause` as its sandbox image, pulled over plain
     /// HTTP from the local registry `registry`.
     pub async fn start(registry: &str, pause: &str) -> Self {
+        Self::start_on(registry, pause, TestNetwork::new()).await
+    }
+
+    /// [`Containerd::start`] with pods on `network`.
+    pub async fn start_on(registry: &str, pause: &str, network: TestNetwork) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
-        let network = TestNetwork::new();
         std::fs::create_dir_all(d.join("cni")).expect("mkdir");
         std::fs::write(
             d.join("cni/10-bench.conflist"),
@@ -109,6 +113,9 @@ state = "{state}"
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // A run that failed half way leaves pods, their shims and pause
+        // processes: the shims outlive containerd.
+        pier_tests::pierd::remove_all_pods(&self.socket());
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

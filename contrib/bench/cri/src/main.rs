@@ -8,31 +8,18 @@
 //! ITERATIONS sequential pod lifecycles (default 20), PARALLEL pods at once
 //! (default 20), PODS held running for the memory figure (default 50).
 
-mod containerd;
-mod measure;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use k8s_cri::v1::{ImageSpec as CriImage, PullImageRequest};
 use pier_tests::{Cri, ImageSpec, Pierd, PierdOptions, Registry, TestNetwork};
 
-use measure::{Figures, Report};
-
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+use pier_cri_bench::measure::{self, Figures, Report};
+use pier_cri_bench::{arg, containerd, pierd_dir, use_sibling_binaries};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let (iterations, parallel, pods) = (arg(1, 20), arg(2, 20), arg(3, 50));
-    if std::env::var_os("PIER_BIN_DIR").is_none() {
-        // pierd and pier-monitor are built next to this binary.
-        let exe = std::env::current_exe().expect("current_exe");
-        pier_tests::bins::set_dir(exe.parent().expect("exe dir"));
-    }
+    use_sibling_binaries();
     let registry = Registry::start();
     let pause = ImageSpec::default()
         .cmd(&["sleep", "2147483647"])
@@ -71,11 +58,7 @@ async fn main() {
         }
     }
 
-    let pier_dir = pier
-        .root()
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let pier_dir = pierd_dir(&pier);
     let runs: [(&str, PathBuf, u32, PathBuf); 2] = [
         (
             "pier",

@@ -312,7 +312,7 @@ pub async fn run(
 /// dir (pier's monitors, containerd's shims), and all their descendants
 /// (pause processes), but not the containers' own `sleep` processes: the
 /// workload costs the same on both.
-fn pss_kb(daemon: u32, dir: &Path) -> u64 {
+pub fn pss_kb(daemon: u32, dir: &Path) -> u64 {
     let dir = dir.display().to_string();
     let mut procs: Vec<(u32, u32, String)> = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -366,7 +366,7 @@ fn percentile(values: &[Duration], p: f64) -> Duration {
     sorted.get(index).copied().unwrap_or_default()
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 

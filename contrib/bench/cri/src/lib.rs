@@ -1,0 +1,53 @@
+//! What the CRI benchmarks share: a private containerd to compare with,
+//! timing and memory helpers.
+
+pub mod containerd;
+pub mod measure;
+
+use std::path::Path;
+
+/// The `n`th command-line argument that is not a flag, parsed, or `default`.
+pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .nth(n.saturating_sub(1))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether `--name` is on the command line.
+pub fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a.strip_prefix("--") == Some(name))
+}
+
+/// Runs pierd and pier-monitor from the benchmark's own directory (cargo
+/// builds them next to it) unless PIER_BIN_DIR says otherwise.
+pub fn use_sibling_binaries() {
+    if std::env::var_os("PIER_BIN_DIR").is_none() {
+        let exe = std::env::current_exe().expect("current_exe");
+        pier_tests::bins::set_dir(exe.parent().expect("exe dir"));
+    }
+}
+
+/// A process's resident and proportional set sizes in kB, from
+/// `/proc/PID/smaps_rollup`.
+pub fn rss_pss_kb(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// The private directory of a test pierd (the parent of its state root).
+pub fn pierd_dir(pierd: &pier_tests::Pierd) -> std::path::PathBuf {
+    pierd
+        .root()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
