@@ -15,15 +15,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use pier_proto::args::MonitorArgs;
-use pier_proto::monitor::{Exec, ExecResult};
-use pier_proto::{EXEC_OUTPUT_MAX, attach, files, proc_stat};
+use pier_proto::monitor::{Exec, ExecResult, StartFailure};
+use pier_proto::{EXEC_OUTPUT_MAX, attach, files};
 
 use crate::control::Conn;
 use crate::terminal::ConsoleSocket;
-use crate::{runtime, sys};
+use crate::{proc_tree, runtime, sys};
 
 /// How long past an exec's deadline the kill waits for runc's pid file.
 const PIDFILE_GRACE: Duration = Duration::from_secs(5);
@@ -73,6 +71,9 @@ pub struct ExecSession {
     deadline: Option<Instant>,
     timed_out: bool,
     pidfile: PathBuf,
+    /// runc's JSON log: an error line there means it never started the
+    /// process.
+    runtime_log: PathBuf,
     pub exit_code: Option<i32>,
 }
 
@@ -83,6 +84,8 @@ impl ExecSession {
         }
         let tty = req.stream && req.tty;
         let pidfile = cfg.runtime_dir.join(files::exec_pid(id));
+        let runtime_log = cfg.runtime_dir.join(files::exec_runtime_log(id));
+        let _ = std::fs::remove_file(&runtime_log);
         let console_path = cfg.runtime_dir.join(files::exec_console_socket(id));
         let console_error = |source| ExecError::ConsoleSocket {
             path: console_path.clone(),
@@ -98,6 +101,7 @@ impl ExecSession {
         let mut cmd = runtime::exec_command(
             cfg,
             &pidfile,
+            &runtime_log,
             console.as_ref().map(ConsoleSocket::path),
             &req.argv,
             &req.env,
@@ -193,6 +197,7 @@ impl ExecSession {
             deadline,
             timed_out: false,
             pidfile,
+            runtime_log,
             exit_code: None,
         };
         // runc was reaped here, not by the event loop.
@@ -311,21 +316,15 @@ impl ExecSession {
         self.kill();
     }
 
-    /// SIGKILL the exec'd process, and runc while it runs. The pid file
-    /// alone is not an identity (the pid may be reused once runc reaped it),
-    /// so the process is killed only while its parent is runc, or us once a
-    /// detached runc has handed it over.
+    /// SIGKILL the exec'd process, everything it started, and runc while it
+    /// runs. Before a detached runc has handed the process over, the
+    /// process is runc's descendant; after, it is our own child.
     pub fn kill(&self) {
-        let pid = std::fs::read_to_string(&self.pidfile).map(|s| s.trim().parse::<i32>());
-        if let Ok(Ok(pid)) = pid {
-            let me = std::process::id() as i32;
-            if proc_stat::parent_pid(pid).is_some_and(|pp| pp == self.runc_pid || pp == me) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        if self.proc_pid.is_none() {
-            let _ = kill(Pid::from_raw(self.runc_pid), Signal::SIGKILL);
-        }
+        let root = match (self.detached, self.proc_pid) {
+            (true, Some(pid)) => pid,
+            _ => self.runc_pid,
+        };
+        proc_tree::kill_tree(root);
     }
 
     /// Done once runc has been reaped; whatever is still in the pipes is
@@ -341,16 +340,71 @@ impl ExecSession {
         self.on_readable(true, buf, conn.as_deref_mut());
         let _ = std::fs::remove_file(&self.pidfile);
         let code = self.exit_code.unwrap_or(-1);
+        let failed_start = (!self.timed_out && code == RUNC_EXEC_FAILED)
+            .then(|| self.runtime_start_error())
+            .flatten();
+        let _ = std::fs::remove_file(&self.runtime_log);
         if let (true, Some(c)) = (self.stream, conn) {
             c.queue_frame(attach::EXIT, &code.to_be_bytes());
             c.closing = true;
         }
+        let (start_failure, start_error) = failed_start.unwrap_or_default();
         ExecResult {
             exit_code: code,
             stdout: std::mem::take(&mut self.out),
             stderr: std::mem::take(&mut self.err),
             timed_out: self.timed_out,
             truncated: self.truncated,
+            start_failure: start_failure as i32,
+            start_error,
         }
+    }
+
+    /// Why runc could not start the process, if its log says it failed:
+    /// its message (the last line it wrote to stderr; the process never
+    /// ran, so stderr is runc's alone) and what kind of failure it was.
+    fn runtime_start_error(&self) -> Option<(StartFailure, String)> {
+        let log = std::fs::read_to_string(&self.runtime_log).ok()?;
+        if !log.lines().any(|l| l.contains(r#""level":"error""#)) {
+            return None;
+        }
+        let stderr = String::from_utf8_lossy(&self.err);
+        let msg = stderr.trim().lines().last().unwrap_or("").to_owned();
+        Some((classify_start_error(&msg), msg))
+    }
+}
+
+/// The exit code `runc exec` uses when it could not start the process.
+const RUNC_EXEC_FAILED: i32 = 255;
+
+/// The kind of a start failure, from runc's message: a missing working
+/// directory is the container's state (precondition), a missing executable
+/// is not found, anything else (permission, a bad user) a precondition.
+fn classify_start_error(msg: &str) -> StartFailure {
+    if msg.contains("chdir to cwd") {
+        StartFailure::Precondition
+    } else if msg.contains("no such file or directory") || msg.contains("executable file not found")
+    {
+        StartFailure::NotFound
+    } else {
+        StartFailure::Precondition
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_start_errors_are_classified() {
+        let missing = r#"exec failed: unable to start container process: exec: "/nope": stat /nope: no such file or directory"#;
+        assert_eq!(classify_start_error(missing), StartFailure::NotFound);
+        let path = r#"exec failed: unable to start container process: exec: "nope": executable file not found in $PATH"#;
+        assert_eq!(classify_start_error(path), StartFailure::NotFound);
+        let cwd = r#"exec failed: unable to start container process: chdir to cwd ("/wd") set in config.json failed: no such file or directory"#;
+        assert_eq!(classify_start_error(cwd), StartFailure::Precondition);
+        let perm =
+            r#"exec failed: unable to start container process: exec: "/etc": permission denied"#;
+        assert_eq!(classify_start_error(perm), StartFailure::Precondition);
     }
 }

@@ -36,6 +36,7 @@ mod cri_log;
 mod daemonize;
 mod exec;
 mod oom;
+mod proc_tree;
 mod runtime;
 mod server;
 mod sys;

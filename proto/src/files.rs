@@ -33,6 +33,12 @@ pub fn exec_pid(exec_id: u64) -> String {
     format!("exec-{exec_id}.pid")
 }
 
+/// The runtime's JSON log for exec `exec_id`, while it runs: where runc
+/// says why it could not start the process.
+pub fn exec_runtime_log(exec_id: u64) -> String {
+    format!("exec-{exec_id}.log")
+}
+
 /// The console socket of tty exec `exec_id`, while it runs.
 pub fn exec_console_socket(exec_id: u64) -> String {
     format!("exec-{exec_id}.sock")
@@ -51,6 +57,7 @@ mod tests {
     fn exec_files_are_numbered() {
         assert_eq!(exec_pid(7), "exec-7.pid");
         assert_eq!(exec_console_socket(7), "exec-7.sock");
+        assert_eq!(exec_runtime_log(7), "exec-7.log");
         assert_eq!(monitor_pid_content(12, 345), "12 345\n");
     }
 }
