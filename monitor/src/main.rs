@@ -35,6 +35,7 @@ mod control;
 mod cri_log;
 mod daemonize;
 mod exec;
+mod native;
 mod oom;
 mod proc_tree;
 mod runtime;

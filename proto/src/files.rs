@@ -1,6 +1,7 @@
 //! Names of the files the monitor keeps, so the daemon, the monitor and the
-//! tests never spell them out apart. All but [`EXIT`] live in the monitor's
-//! runtime dir (`--runtime-dir`); [`EXIT`] is written into every exit dir.
+//! tests never spell them out apart. All but [`EXIT`] and [`EXEC_PROFILE`]
+//! live in the monitor's runtime dir (`--runtime-dir`); [`EXIT`] is written
+//! into every exit dir, [`EXEC_PROFILE`] into the bundle.
 
 /// The control socket.
 pub const CONTROL_SOCKET: &str = "monitor.sock";
@@ -21,6 +22,10 @@ pub const CONSOLE_SOCKET: &str = "console.sock";
 
 /// The log counters ([`crate::log_stats`]), for the daemon's metrics.
 pub const LOG_STATS: &str = "log-stats";
+
+/// The exec profile ([`crate::monitor::ExecProfile`]), in the bundle dir
+/// beside `config.json`: written by the daemon, read by the monitor.
+pub const EXEC_PROFILE: &str = "exec-profile";
 
 /// The exit file ([`crate::exit_file`]), in every exit dir.
 pub const EXIT: &str = "exit";

@@ -1,7 +1,8 @@
 //! ExecSync that does not end in a plain exit code: a timeout is
 //! DEADLINE_EXCEEDED and leaves nothing of the command running; a process
 //! that cannot start is NOT_FOUND or FAILED_PRECONDITION naming the cause,
-//! and the container's next exec works as before.
+//! and the container's next exec works as before. Each holds for the
+//! monitor's own (native) exec and for `runc exec`.
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,15 @@ async fn assert_no_sleep(cri: &mut Runtime, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_out_exec_is_deadline_exceeded_and_its_children_are_killed() {
-    let mut node = Node::start().await;
+    timed_out_exec_is_deadline_exceeded(Node::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_runc_exec_is_deadline_exceeded_and_its_children_are_killed() {
+    timed_out_exec_is_deadline_exceeded(runc_exec_node().await).await;
+}
+
+async fn timed_out_exec_is_deadline_exceeded(mut node: Node) {
     let pod = node.pod("exec-deadline");
     let pod_id = node.run_pod(&pod).await;
     let config = node.container("deadline", &["top"]);
@@ -61,9 +70,30 @@ async fn timed_out_exec_is_deadline_exceeded_and_its_children_are_killed() {
     remove_pod(&mut node.cri, &pod_id).await;
 }
 
+/// A node whose pierd runs every exec through `runc exec`.
+async fn runc_exec_node() -> Node {
+    let registry = pier_tests::Registry::start();
+    let (pierd, image) = setup_with(&registry, "[exec]\nnative = false\n".into()).await;
+    Node {
+        cri: pierd.cri().await.runtime,
+        image,
+        logs: tempfile::tempdir().expect("tempdir"),
+        pierd,
+        registry,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_of_a_missing_binary_is_not_found() {
-    let mut node = Node::start().await;
+    missing_binary_is_not_found(Node::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_exec_of_a_missing_binary_is_not_found() {
+    missing_binary_is_not_found(runc_exec_node().await).await;
+}
+
+async fn missing_binary_is_not_found(mut node: Node) {
     let pod = node.pod("exec-missing");
     let pod_id = node.run_pod(&pod).await;
     let config = node.container("missing", &["top"]);
@@ -87,7 +117,15 @@ async fn exec_of_a_missing_binary_is_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_in_a_removed_working_dir_is_failed_precondition() {
-    let mut node = Node::start().await;
+    removed_working_dir_is_failed_precondition(Node::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_exec_in_a_removed_working_dir_is_failed_precondition() {
+    removed_working_dir_is_failed_precondition(runc_exec_node().await).await;
+}
+
+async fn removed_working_dir_is_failed_precondition(mut node: Node) {
     let pod = node.pod("exec-cwd");
     let pod_id = node.run_pod(&pod).await;
     let mut config = node.container("cwd", &["top"]);
