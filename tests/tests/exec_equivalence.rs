@@ -39,7 +39,7 @@ echo "environ:"; tr '\0' '\n' < /proc/$$/environ
 echo "fds $(ls /proc/$$/fd | tr '\n' ' ')"
 for fd in 0 1 2; do echo "fd $fd $(readlink /proc/$$/fd/$fd | cut -c1-5)"; done
 echo "stdio owner $(stat -L -c '%u:%g' /proc/$$/fd/0) $(stat -L -c '%u:%g' /proc/$$/fd/1) $(stat -L -c '%u:%g' /proc/$$/fd/2)"
-echo "keys:"; awk '{print $1, $2, $6, $7, $8, $9}' /proc/keys 2>&1
+echo "keyring $(awk '/_ses.@ID@/ {print $1, $2, $6, $7, $8, $9}' /proc/keys 2>&1)"
 echo "id $(id)"
 echo "init $(tr '\0' ' ' < /proc/1/cmdline)"
 echo "mountinfo:"; cat /proc/$$/mountinfo
@@ -64,12 +64,14 @@ fn runtime_dir(node: &Node, id: &str) -> PathBuf {
     node.pierd.runroot().join("containers").join(id)
 }
 
-/// Runs the probe through the monitor, natively or through runc.
-fn probe(dir: &Path, via_runtime: bool) -> String {
+/// Runs the probe through the monitor, natively or through runc. Only
+/// the container's own session keyring is shown: a privileged container
+/// sees every keyring of the node, and other containers come and go.
+fn probe(dir: &Path, id: &str, via_runtime: bool) -> String {
     let mut client = Client::connect(&dir.join("monitor.sock")).expect("connect monitor");
     let result = client
         .exec_request(Exec {
-            argv: vec!["sh".into(), "-c".into(), PROBE.into()],
+            argv: vec!["sh".into(), "-c".into(), PROBE.replace("@ID@", id)],
             timeout_ms: 30_000,
             via_runtime,
             ..Default::default()
@@ -294,9 +296,10 @@ async fn native_exec_is_indistinguishable_from_runc_exec() {
         (case.container)(&mut config, &block_chmod);
         let id = node.run(&pod_id, &pod, config).await;
         let dir = runtime_dir(&node, &id);
+        let cid = id.clone();
         let (runc, native) = tokio::task::spawn_blocking(move || {
-            let runc = probe(&dir, true);
-            let native = probe(&dir, false);
+            let runc = probe(&dir, &cid, true);
+            let native = probe(&dir, &cid, false);
             (runc, native, dir)
         })
         .await

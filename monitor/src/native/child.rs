@@ -28,7 +28,9 @@ use super::seccomp::Filter;
 
 /// A record on the report pipe: the process's pid.
 pub const RECORD_PID: u8 = b'P';
-/// A record on the report pipe: an error (kind byte, then text to EOF).
+/// A record on the report pipe: an error (kind byte, text length as u32
+/// little-endian, text). The helper's pid record and the process's error
+/// record may come in either order.
 pub const RECORD_ERROR: u8 = b'E';
 
 /// The capability sets, parsed once per container.
@@ -284,10 +286,16 @@ fn finalize(plan: &Plan<'_>) -> Result<Vec<String>, Failure> {
     set(CapSet::Effective, &plan.caps.effective)?;
     set(CapSet::Inheritable, &plan.caps.inheritable)?;
     set(CapSet::Permitted, &plan.caps.permitted)?;
+    // As runc: ambient capabilities are raised in ascending order up to
+    // the first the kernel refuses (one not both permitted and
+    // inheritable), and a refusal is no error.
     caps::clear(None, CapSet::Ambient).map_err(|e| Failure::setup("clear ambient", e))?;
-    for cap in &plan.caps.ambient {
-        caps::raise(None, CapSet::Ambient, *cap)
-            .map_err(|e| Failure::setup("raise ambient capability", e))?;
+    let mut ambient: Vec<Capability> = plan.caps.ambient.iter().copied().collect();
+    ambient.sort_by_key(|c| c.index());
+    for cap in ambient {
+        if caps::raise(None, CapSet::Ambient, cap).is_err() {
+            break;
+        }
     }
     Ok(environment(&plan.env, home))
 }
@@ -413,8 +421,10 @@ fn executable(path: &str) -> Result<(), Errno> {
 }
 
 fn send_failure(report: BorrowedFd<'_>, f: &Failure, code: i32) -> ! {
+    let text = &f.text.as_bytes()[..f.text.len().min(4096)];
     let mut record = vec![RECORD_ERROR, f.kind as i32 as u8];
-    record.extend_from_slice(f.text.as_bytes());
+    record.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    record.extend_from_slice(text);
     let _ = write_all(report, &record);
     exit(code)
 }

@@ -233,17 +233,24 @@ fn spawn(
     };
     drop(report_w);
     drop(plan);
-    let report = read_report(&report_r);
-    // The helper exits right after its one record; reaping it now makes
-    // the process the monitor's child (we are its subreaper).
-    let _ = waitpid(helper, None);
-    let (pid, error) = parse_report(&report.unwrap_or_default());
+    let report = read_report(&report_r).unwrap_or_default();
+    let (pid, error) = parse_report(&report);
+    if pid.is_some() {
+        // The helper exits right after the pid record; reaping it now
+        // makes the process the monitor's child (we are its subreaper).
+        let _ = waitpid(helper, None);
+    } else {
+        // It failed (and exits), or is stuck (a frozen cgroup): kill it
+        // either way and leave the reaping to the event loop.
+        let _ = kill(helper, Signal::SIGKILL);
+    }
     Ok(match (pid, error) {
         (Some(pid), None) => Outcome::Started { pid },
         (pid, Some((kind, text))) => {
             if let Some(pid) = pid {
+                // It wrote its error and exits (or hangs and was killed);
+                // the event loop reaps it.
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = waitpid(Pid::from_raw(pid), None);
             }
             Outcome::Failed { kind, text }
         }
@@ -271,11 +278,8 @@ fn read_report(fd: &OwnedFd) -> io::Result<Vec<u8>> {
             if let (Some(pid), None) = parse_report(&out) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            out.push(RECORD_ERROR);
-            out.push(StartFailure::Precondition as i32 as u8);
-            out.extend_from_slice(
-                format!("exec did not start within {SETUP_TIMEOUT:?}").as_bytes(),
-            );
+            let text = format!("exec did not start within {SETUP_TIMEOUT:?}");
+            out.extend(error_record(StartFailure::Precondition, &text));
             return Ok(out);
         }
         let mut fds = [libc::pollfd {
@@ -290,7 +294,7 @@ fn read_report(fd: &OwnedFd) -> io::Result<Vec<u8>> {
 
 /// The pid record and the error record of a report, where present.
 fn parse_report(mut data: &[u8]) -> (Option<i32>, Option<(StartFailure, String)>) {
-    let mut pid = None;
+    let (mut pid, mut error) = (None, None);
     while let Some((&tag, rest)) = data.split_first() {
         match tag {
             RECORD_PID if rest.len() >= 4 => {
@@ -298,16 +302,27 @@ fn parse_report(mut data: &[u8]) -> (Option<i32>, Option<(StartFailure, String)>
                 pid = n.try_into().ok().map(i32::from_le_bytes);
                 data = rest;
             }
-            RECORD_ERROR if !rest.is_empty() => {
+            RECORD_ERROR if rest.len() >= 5 => {
                 let kind = StartFailure::try_from(i32::from(rest[0]))
                     .unwrap_or(StartFailure::Precondition);
-                let text = String::from_utf8_lossy(&rest[1..]).into_owned();
-                return (pid, Some((kind, text)));
+                let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+                let text = &rest[5..];
+                let text = &text[..len.min(text.len())];
+                error = Some((kind, String::from_utf8_lossy(text).into_owned()));
+                data = &rest[5 + text.len()..];
             }
             _ => break,
         }
     }
-    (pid, None)
+    (pid, error)
+}
+
+/// An error record, as the children write it.
+fn error_record(kind: StartFailure, text: &str) -> Vec<u8> {
+    let mut record = vec![RECORD_ERROR, kind as i32 as u8];
+    record.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    record.extend_from_slice(text.as_bytes());
+    record
 }
 
 #[cfg(test)]
@@ -319,13 +334,21 @@ mod tests {
         let mut data = vec![RECORD_PID];
         data.extend_from_slice(&1234i32.to_le_bytes());
         assert_eq!(parse_report(&data).0, Some(1234));
-        data.push(RECORD_ERROR);
-        data.push(StartFailure::NotFound as i32 as u8);
-        data.extend_from_slice(b"exec \"x\": not found");
+        data.extend(error_record(
+            StartFailure::NotFound,
+            "exec \"x\": not found",
+        ));
         let (pid, err) = parse_report(&data);
         assert_eq!(pid, Some(1234));
         let (kind, text) = err.expect("error record");
         assert_eq!(kind, StartFailure::NotFound);
         assert_eq!(text, "exec \"x\": not found");
+        // The process's error may come before the helper's pid.
+        let mut data = error_record(StartFailure::Precondition, "chdir");
+        data.push(RECORD_PID);
+        data.extend_from_slice(&77i32.to_le_bytes());
+        let (pid, err) = parse_report(&data);
+        assert_eq!(pid, Some(77));
+        assert_eq!(err.map(|e| e.1).as_deref(), Some("chdir"));
     }
 }

@@ -9,9 +9,13 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
+
+/// How long the init may take to reach its ptrace stop.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// linux/ptrace.h; the libc crate does not have it.
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
@@ -26,6 +30,10 @@ pub enum CopyError {
     Ptrace { pid: i32, source: io::Error },
     #[error("the container's init {pid} exited while its seccomp filter was copied")]
     Exited { pid: i32 },
+    #[error(
+        "the container's init {pid} did not stop for the seccomp filter copy within {STOP_WAIT:?}"
+    )]
+    NoStop { pid: i32 },
     #[error("the container's init {pid} has no seccomp filter, though its spec has a profile")]
     NoFilter { pid: i32 },
 }
@@ -52,12 +60,20 @@ fn stop_and_copy(pid: i32) -> Result<Filter, CopyError> {
     }
     // WNOWAIT: an exit stays for the event loop to reap (it is the
     // container's exit code); a ptrace stop is cleared by the detach.
-    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    // WNOHANG and a deadline: an init that cannot stop (frozen, or in an
+    // uninterruptible sleep) must not hang the monitor.
+    let flags =
+        WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    let deadline = Instant::now() + STOP_WAIT;
     loop {
         match waitid(Id::Pid(Pid::from_raw(pid)), flags) {
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
                 return Err(CopyError::Exited { pid });
             }
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(WaitStatus::StillAlive) => return Err(CopyError::NoStop { pid }),
             Ok(_) => break,
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(err(e.into())),
