@@ -24,8 +24,12 @@ use pier_tests::workload::*;
 
 /// What the probe prints, one fact a line. `$$` is the exec'd process
 /// itself (busybox runs most applets inside the shell, so /proc/self
-/// would often be the shell too; $$ says so plainly).
+/// would often be the shell too; $$ says so plainly). The fds are listed
+/// first and without a command substitution: while the shell forks one,
+/// it briefly holds both ends of its pipe, and a listing from the child
+/// may or may not see the write end.
 const PROBE: &str = r#"
+echo "fds:"; ls /proc/$$/fd
 grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|Seccomp_filters|SigBlk|SigIgn|Speculation_Store_Bypass):' /proc/$$/status
 if [ "$PPID" = 0 ]; then echo "parent outside the PID namespace"; else echo "parent visible"; fi
 for n in cgroup ipc mnt net pid pid_for_children time user uts; do echo "ns $n $(readlink /proc/$$/ns/$n)"; done
@@ -36,7 +40,6 @@ echo "oom_score_adj $(cat /proc/$$/oom_score_adj)"
 echo "umask $(umask)"
 echo "cwd $(pwd)"
 echo "environ:"; tr '\0' '\n' < /proc/$$/environ
-echo "fds $(ls /proc/$$/fd | tr '\n' ' ')"
 for fd in 0 1 2; do echo "fd $fd $(readlink /proc/$$/fd/$fd | cut -c1-5)"; done
 echo "stdio owner $(stat -L -c '%u:%g' /proc/$$/fd/0) $(stat -L -c '%u:%g' /proc/$$/fd/1) $(stat -L -c '%u:%g' /proc/$$/fd/2)"
 echo "keyring $(awk '/_ses.@ID@/ {print $1, $2, $6, $7, $8, $9}' /proc/keys 2>&1)"

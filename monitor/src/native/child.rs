@@ -137,7 +137,7 @@ fn process(plan: &Plan<'_>) -> Result<std::convert::Infallible, Failure> {
     stdio(plan).map_err(|e| Failure::setup("set up stdio", e))?;
     // Everything but stdio closes at exec; the report pipe already does.
     // SAFETY: close_range with integer arguments only.
-    unsafe {
+    let rc = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             3u32,
@@ -145,6 +145,10 @@ fn process(plan: &Plan<'_>) -> Result<std::convert::Infallible, Failure> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    if rc < 0 {
+        // Never exec with the monitor's fds open.
+        return Err(Failure::setup("close-on-exec", io::Error::last_os_error()));
+    }
     join_session_keyring(&plan.keyring)?;
     if profile.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(|e| Failure::setup("set no_new_privs", e))?;

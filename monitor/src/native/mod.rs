@@ -122,6 +122,20 @@ impl Native {
 struct Fallback(String);
 
 fn load(cfg: &MonitorArgs, init: Init) -> Result<Ready, String> {
+    // Forking is only safe in a single-threaded process; nothing in the
+    // monitor starts a thread, and this keeps it so should one ever do.
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if threads != Some(1) {
+        return Err(format!(
+            "the monitor is not single-threaded ({threads:?} threads)"
+        ));
+    }
     let path = cfg.bundle.join(files::EXEC_PROFILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
