@@ -147,8 +147,9 @@ impl Error {
             Error::Token(TokenError::Full(_)) => Code::ResourceExhausted,
             // kubelet's CRI client (k8s.io/cri-client remote_runtime.go,
             // execSyncV1) turns DEADLINE_EXCEEDED from ExecSync into
-            // ErrCommandTimedOut, which the exec prober reports as a probe
-            // timeout rather than a runtime error.
+            // ErrCommandTimedOut; the prober hands it to pkg/probe/exec as
+            // a timeout, which counts as a failed probe (ExecProbeTimeout)
+            // rather than a probe of unknown result.
             Error::StillRunning { .. } | Error::ExecTimedOut { .. } => Code::DeadlineExceeded,
             Error::ExecStart {
                 not_found: true, ..
