@@ -76,6 +76,23 @@ pub enum Error {
         #[source]
         source: ClientError,
     },
+    /// An ExecSync ran past its timeout; the monitor killed the process
+    /// and everything it started.
+    #[error("command {cmd:?} in container {id} timed out after {timeout:?}")]
+    ExecTimedOut {
+        id: String,
+        cmd: Vec<String>,
+        timeout: Duration,
+    },
+    /// The exec'd process never started; `reason` is the runtime's (or the
+    /// monitor's) own text naming the cause.
+    #[error("exec {cmd:?} in container {id}: {reason}")]
+    ExecStart {
+        id: String,
+        cmd: Vec<String>,
+        reason: String,
+        not_found: bool,
+    },
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -132,7 +149,16 @@ impl Error {
             | Error::NetworkNotReady(_)
             | Error::MonitorGone { .. } => Code::FailedPrecondition,
             Error::Token(TokenError::Full(_)) => Code::ResourceExhausted,
-            Error::StillRunning { .. } => Code::DeadlineExceeded,
+            // kubelet's CRI client (k8s.io/cri-client remote_runtime.go,
+            // execSyncV1) turns DEADLINE_EXCEEDED from ExecSync into
+            // ErrCommandTimedOut; the prober hands it to pkg/probe/exec as
+            // a timeout, which counts as a failed probe (ExecProbeTimeout)
+            // rather than a probe of unknown result.
+            Error::StillRunning { .. } | Error::ExecTimedOut { .. } => Code::DeadlineExceeded,
+            Error::ExecStart {
+                not_found: true, ..
+            } => Code::NotFound,
+            Error::ExecStart { .. } => Code::FailedPrecondition,
             Error::Image(e) => match e.kind() {
                 ErrorKind::InvalidArgument => Code::InvalidArgument,
                 ErrorKind::NotFound => Code::NotFound,

@@ -9,21 +9,20 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use pier_proto::args::MonitorArgs;
-use pier_proto::monitor::{Exec, ExecResult};
-use pier_proto::{EXEC_OUTPUT_MAX, attach, files, proc_stat};
+use pier_proto::monitor::{Exec, ExecResult, StartFailure};
+use pier_proto::{EXEC_OUTPUT_MAX, attach, files};
 
 use crate::control::Conn;
+use crate::native::{Init, Native, Outcome};
 use crate::terminal::ConsoleSocket;
-use crate::{runtime, sys};
+use crate::{proc_tree, runtime, sys};
 
 /// How long past an exec's deadline the kill waits for runc's pid file.
 const PIDFILE_GRACE: Duration = Duration::from_secs(5);
@@ -55,7 +54,8 @@ pub struct ExecSession {
     /// Control connection waiting for the result or carrying the stream.
     pub conn: u64,
     pub stream: bool,
-    pub runc_pid: i32,
+    /// `runc exec`, while it runs; none on the native path.
+    pub runc_pid: Option<i32>,
     /// A tty exec runs detached (runc insists, with a console socket): runc
     /// exits once the process runs, the process is re-parented to us, and
     /// its own exit is the result.
@@ -73,16 +73,68 @@ pub struct ExecSession {
     deadline: Option<Instant>,
     timed_out: bool,
     pidfile: PathBuf,
+    /// runc's JSON log: an error line there means it never started the
+    /// process.
+    runtime_log: PathBuf,
+    /// The native path could not start the process: why.
+    start_failure: Option<(StartFailure, String)>,
     pub exit_code: Option<i32>,
 }
 
 impl ExecSession {
-    pub fn start(cfg: &MonitorArgs, id: u64, conn: u64, req: &Exec) -> Result<Self, ExecError> {
+    /// A session with nothing started yet.
+    fn new(cfg: &MonitorArgs, id: u64, conn: u64, req: &Exec) -> Self {
+        Self {
+            id,
+            conn,
+            stream: req.stream,
+            runc_pid: None,
+            detached: false,
+            proc_pid: None,
+            stdout: None,
+            stderr: None,
+            stdin: None,
+            stdin_pending: Vec::new(),
+            stdin_close: false,
+            pty: None,
+            out: Vec::new(),
+            err: Vec::new(),
+            truncated: false,
+            deadline: (req.timeout_ms > 0)
+                .then(|| Instant::now() + Duration::from_millis(req.timeout_ms)),
+            timed_out: false,
+            pidfile: cfg.runtime_dir.join(files::exec_pid(id)),
+            runtime_log: cfg.runtime_dir.join(files::exec_runtime_log(id)),
+            start_failure: None,
+            exit_code: None,
+        }
+    }
+
+    /// Starts the request's process: natively where the container's
+    /// profile allows it and the request does not ask for the runtime (a
+    /// tty exec always does, for now), else with `runc exec`.
+    pub fn start(
+        cfg: &MonitorArgs,
+        native: &mut Native,
+        init: Init,
+        id: u64,
+        conn: u64,
+        req: &Exec,
+    ) -> Result<Self, ExecError> {
         if req.argv.is_empty() {
             return Err(ExecError::EmptyArgv);
         }
         let tty = req.stream && req.tty;
-        let pidfile = cfg.runtime_dir.join(files::exec_pid(id));
+        if !tty
+            && !req.via_runtime
+            && let Some(session) = Self::start_native(cfg, native, init, id, conn, req)?
+        {
+            return Ok(session);
+        }
+        let mut session = Self::new(cfg, id, conn, req);
+        let pidfile = session.pidfile.clone();
+        let runtime_log = session.runtime_log.clone();
+        let _ = std::fs::remove_file(&runtime_log);
         let console_path = cfg.runtime_dir.join(files::exec_console_socket(id));
         let console_error = |source| ExecError::ConsoleSocket {
             path: console_path.clone(),
@@ -98,6 +150,7 @@ impl ExecSession {
         let mut cmd = runtime::exec_command(
             cfg,
             &pidfile,
+            &runtime_log,
             console.as_ref().map(ConsoleSocket::path),
             &req.argv,
             &req.env,
@@ -172,34 +225,70 @@ impl ExecSession {
         {
             let _ = sys::set_nonblocking(f);
         }
-        let deadline =
-            (req.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(req.timeout_ms));
-        let mut session = Self {
-            id,
-            conn,
-            stream: req.stream,
-            runc_pid: child.id() as i32,
-            detached: tty,
-            proc_pid: None,
-            stdout,
-            stderr: Some(stderr),
-            stdin,
-            stdin_pending: Vec::new(),
-            stdin_close: false,
-            pty,
-            out: Vec::new(),
-            err: Vec::new(),
-            truncated: false,
-            deadline,
-            timed_out: false,
-            pidfile,
-            exit_code: None,
-        };
+        session.runc_pid = Some(child.id() as i32);
+        session.detached = tty;
+        session.stdout = stdout;
+        session.stderr = Some(stderr);
+        session.stdin = stdin;
+        session.pty = pty;
         // runc was reaped here, not by the event loop.
         if let Some(code) = early_exit {
             session.on_runtime_exit(code);
         }
         Ok(session)
+    }
+
+    /// The native path: `None` when this exec goes through the runtime.
+    fn start_native(
+        cfg: &MonitorArgs,
+        native: &mut Native,
+        init: Init,
+        id: u64,
+        conn: u64,
+        req: &Exec,
+    ) -> Result<Option<Self>, ExecError> {
+        let pipe = || io::pipe().map_err(ExecError::Pipe);
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        // A process runc exec starts (without a tty) has pipes on all
+        // three fds, its stdin at EOF when there is nothing to send.
+        let (in_r, in_w) = pipe()?;
+        let (stdin_keep, stdin_fd) = if req.stream && req.stdin {
+            (Some(File::from(OwnedFd::from(in_w))), OwnedFd::from(in_r))
+        } else {
+            drop(in_w);
+            (None, OwnedFd::from(in_r))
+        };
+        let stdio = [stdin_fd.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+        let outcome = native.start(cfg, init, &req.argv, &req.env, stdio);
+        // Our copies of the process's ends must close, or EOF never comes.
+        drop((stdin_fd, out_w, err_w));
+        let mut session = Self::new(cfg, id, conn, req);
+        match outcome {
+            Outcome::Runtime => return Ok(None),
+            Outcome::Started { pid } => {
+                session.detached = true;
+                session.proc_pid = Some(pid);
+                session.stdout = Some(File::from(OwnedFd::from(out_r)));
+                session.stderr = Some(File::from(OwnedFd::from(err_r)));
+                session.stdin = stdin_keep;
+                for f in [
+                    session.stdout.as_ref(),
+                    session.stderr.as_ref(),
+                    session.stdin.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let _ = sys::set_nonblocking(f);
+                }
+            }
+            Outcome::Failed { kind, text } => {
+                session.start_failure = Some((kind, text));
+                session.exit_code = Some(RUNC_EXEC_FAILED);
+            }
+        }
+        Ok(Some(session))
     }
 
     /// Read what is available on one of the pipes: kept (collect mode) or
@@ -304,27 +393,23 @@ impl ExecSession {
         if self.timed_out || self.exit_code.is_some() || now < deadline {
             return;
         }
-        if !self.pidfile.exists() && now < deadline + PIDFILE_GRACE {
+        if self.proc_pid.is_none() && !self.pidfile.exists() && now < deadline + PIDFILE_GRACE {
             return;
         }
         self.timed_out = true;
         self.kill();
     }
 
-    /// SIGKILL the exec'd process, and runc while it runs. The pid file
-    /// alone is not an identity (the pid may be reused once runc reaped it),
-    /// so the process is killed only while its parent is runc, or us once a
-    /// detached runc has handed it over.
+    /// SIGKILL the exec'd process, everything it started, and runc while it
+    /// runs. Before a detached runc has handed the process over, the
+    /// process is runc's descendant; after, it is our own child.
     pub fn kill(&self) {
-        let pid = std::fs::read_to_string(&self.pidfile).map(|s| s.trim().parse::<i32>());
-        if let Ok(Ok(pid)) = pid {
-            let me = std::process::id() as i32;
-            if proc_stat::parent_pid(pid).is_some_and(|pp| pp == self.runc_pid || pp == me) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        if self.proc_pid.is_none() {
-            let _ = kill(Pid::from_raw(self.runc_pid), Signal::SIGKILL);
+        let root = match (self.detached, self.proc_pid) {
+            (true, Some(pid)) => Some(pid),
+            _ => self.runc_pid,
+        };
+        if let Some(root) = root.filter(|&p| p > 0) {
+            proc_tree::kill_tree(root);
         }
     }
 
@@ -341,16 +426,77 @@ impl ExecSession {
         self.on_readable(true, buf, conn.as_deref_mut());
         let _ = std::fs::remove_file(&self.pidfile);
         let code = self.exit_code.unwrap_or(-1);
+        let failed_start = self.start_failure.take().or_else(|| {
+            (self.runc_pid.is_some() && !self.timed_out && code == RUNC_EXEC_FAILED)
+                .then(|| self.runtime_start_error())
+                .flatten()
+        });
+        let _ = std::fs::remove_file(&self.runtime_log);
         if let (true, Some(c)) = (self.stream, conn) {
+            // As runc would have: the cause on stderr, then exit 255.
+            if let (Some((_, text)), None) = (&failed_start, self.runc_pid) {
+                c.queue_frame(attach::STDERR, format!("{text}\n").as_bytes());
+            }
             c.queue_frame(attach::EXIT, &code.to_be_bytes());
             c.closing = true;
         }
+        let (start_failure, start_error) = failed_start.unwrap_or_default();
         ExecResult {
             exit_code: code,
             stdout: std::mem::take(&mut self.out),
             stderr: std::mem::take(&mut self.err),
             timed_out: self.timed_out,
             truncated: self.truncated,
+            start_failure: start_failure as i32,
+            start_error,
         }
+    }
+
+    /// Why runc could not start the process, if its log says it failed:
+    /// its message (the last line it wrote to stderr; the process never
+    /// ran, so stderr is runc's alone) and what kind of failure it was.
+    fn runtime_start_error(&self) -> Option<(StartFailure, String)> {
+        let log = std::fs::read_to_string(&self.runtime_log).ok()?;
+        if !log.lines().any(|l| l.contains(r#""level":"error""#)) {
+            return None;
+        }
+        let stderr = String::from_utf8_lossy(&self.err);
+        let msg = stderr.trim().lines().last().unwrap_or("").to_owned();
+        Some((classify_start_error(&msg), msg))
+    }
+}
+
+/// The exit code `runc exec` uses when it could not start the process.
+const RUNC_EXEC_FAILED: i32 = 255;
+
+/// The kind of a start failure, from runc's message: a missing working
+/// directory is the container's state (precondition), a missing executable
+/// is not found, anything else (permission, a bad user) a precondition.
+fn classify_start_error(msg: &str) -> StartFailure {
+    if msg.contains("chdir to cwd") {
+        StartFailure::Precondition
+    } else if msg.contains("no such file or directory") || msg.contains("executable file not found")
+    {
+        StartFailure::NotFound
+    } else {
+        StartFailure::Precondition
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_start_errors_are_classified() {
+        let missing = r#"exec failed: unable to start container process: exec: "/nope": stat /nope: no such file or directory"#;
+        assert_eq!(classify_start_error(missing), StartFailure::NotFound);
+        let path = r#"exec failed: unable to start container process: exec: "nope": executable file not found in $PATH"#;
+        assert_eq!(classify_start_error(path), StartFailure::NotFound);
+        let cwd = r#"exec failed: unable to start container process: chdir to cwd ("/wd") set in config.json failed: no such file or directory"#;
+        assert_eq!(classify_start_error(cwd), StartFailure::Precondition);
+        let perm =
+            r#"exec failed: unable to start container process: exec: "/etc": permission denied"#;
+        assert_eq!(classify_start_error(perm), StartFailure::Precondition);
     }
 }

@@ -222,14 +222,19 @@ pub fn delete_force(cfg: &MonitorArgs) {
 }
 
 /// The `runc exec` command for an exec request; stdio is the caller's.
+/// runc's own errors go to `log` as JSON lines as well as to stderr: the
+/// log tells a failure to start the process (runc's error) from the
+/// process's own exit code, which the shared stderr pipe cannot.
 pub fn exec_command(
     cfg: &MonitorArgs,
     pidfile: &Path,
+    log: &Path,
     console: Option<&Path>,
     argv: &[String],
     env: &[String],
 ) -> Command {
     let mut cmd = runtime(cfg);
+    cmd.arg("--log").arg(log).args(["--log-format", "json"]);
     cmd.arg("exec").arg("--pid-file").arg(pidfile);
     if let Some(sock) = console {
         // runc accepts a console socket only when detached.

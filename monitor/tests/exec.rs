@@ -18,7 +18,21 @@ fn assert_small(c: &Container) {
 
 #[test]
 fn exec_returns_output_exit_code_and_honours_timeout_and_cap() {
-    let c = Container::create("exec", Opts::sh("sleep 1000"));
+    exec_output_exit_code_timeout_and_cap(Opts::sh("sleep 1000"));
+}
+
+#[test]
+fn native_exec_returns_output_exit_code_and_honours_timeout_and_cap() {
+    let opts = Opts {
+        native_exec: true,
+        ..Opts::sh("sleep 1000")
+    };
+    exec_output_exit_code_timeout_and_cap(opts);
+}
+
+fn exec_output_exit_code_timeout_and_cap(opts: Opts) {
+    let native = opts.native_exec;
+    let c = Container::create("exec", opts);
     c.start();
     let mut cl = c.client();
     let r = cl
@@ -30,7 +44,8 @@ fn exec_returns_output_exit_code_and_honours_timeout_and_cap() {
         .expect("exec");
     assert_eq!(
         (r.exit_code, r.stdout.as_slice(), r.timed_out),
-        (0, &b"hi\n"[..], false)
+        (0, &b"hi\n"[..], false),
+        "{r:?}"
     );
     let r = cl
         .exec(
@@ -78,8 +93,23 @@ fn exec_returns_output_exit_code_and_honours_timeout_and_cap() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("empty argv"), "{err}");
+    // A binary that is not there never starts, and says so.
+    let r = cl
+        .exec(vec!["/no/such".into()], vec![], Duration::ZERO)
+        .expect("exec");
+    assert_eq!(
+        r.start_failure(),
+        pier_proto::monitor::StartFailure::NotFound
+    );
+    assert!(r.start_error.contains("/no/such"), "{r:?}");
     assert_small(&c);
     assert!(c.client().status().expect("status").running);
+    // The native path served it, where it was asked to.
+    let log = c.monitor_err();
+    assert!(
+        !(native && log.contains("exec runs through the runtime")),
+        "{log}"
+    );
 }
 
 fn read_stream(mut s: std::os::unix::net::UnixStream) -> (Vec<u8>, Vec<u8>, Option<i32>) {
@@ -101,7 +131,19 @@ fn read_stream(mut s: std::os::unix::net::UnixStream) -> (Vec<u8>, Vec<u8>, Opti
 
 #[test]
 fn streaming_exec_forwards_stdin_and_output() {
-    let c = Container::create("execstream", Opts::sh("sleep 1000"));
+    streaming_exec_forwards(Opts::sh("sleep 1000"));
+}
+
+#[test]
+fn native_streaming_exec_forwards_stdin_and_output() {
+    streaming_exec_forwards(Opts {
+        native_exec: true,
+        ..Opts::sh("sleep 1000")
+    });
+}
+
+fn streaming_exec_forwards(opts: Opts) {
+    let c = Container::create("execstream", opts);
     c.start();
     let argv = ["/bin/sh", "-c", "cat; echo err >&2; exit 6"]
         .map(String::from)

@@ -103,12 +103,16 @@ impl Client {
         timeout: Duration,
     ) -> Result<ExecResult, ClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let req = monitor::Exec {
+        self.exec_request(monitor::Exec {
             argv,
             timeout_ms,
             env,
             ..Default::default()
-        };
+        })
+    }
+
+    /// Run a collecting exec as `req` describes it (`stream` unset).
+    pub fn exec_request(&mut self, req: monitor::Exec) -> Result<ExecResult, ClientError> {
         match self.call(Request::Exec(req))? {
             Response::Exec(r) => Ok(r),
             other => Err(ClientError::Unexpected(Some(other))),
@@ -134,6 +138,7 @@ impl Client {
             stream: true,
             tty,
             stdin,
+            via_runtime: false,
         };
         match self.call(Request::Exec(req))? {
             Response::ExecStarted(s) => Ok((s.exec_id, self.stream)),

@@ -1,6 +1,7 @@
 //! Names of the files the monitor keeps, so the daemon, the monitor and the
-//! tests never spell them out apart. All but [`EXIT`] live in the monitor's
-//! runtime dir (`--runtime-dir`); [`EXIT`] is written into every exit dir.
+//! tests never spell them out apart. All but [`EXIT`] and [`EXEC_PROFILE`]
+//! live in the monitor's runtime dir (`--runtime-dir`); [`EXIT`] is written
+//! into every exit dir, [`EXEC_PROFILE`] into the bundle.
 
 /// The control socket.
 pub const CONTROL_SOCKET: &str = "monitor.sock";
@@ -22,6 +23,10 @@ pub const CONSOLE_SOCKET: &str = "console.sock";
 /// The log counters ([`crate::log_stats`]), for the daemon's metrics.
 pub const LOG_STATS: &str = "log-stats";
 
+/// The exec profile ([`crate::monitor::ExecProfile`]), in the bundle dir
+/// beside `config.json`: written by the daemon, read by the monitor.
+pub const EXEC_PROFILE: &str = "exec-profile";
+
 /// The exit file ([`crate::exit_file`]), in every exit dir.
 pub const EXIT: &str = "exit";
 
@@ -31,6 +36,12 @@ pub const EXIT_TEMP: &str = ".exit.tmp";
 /// The pid file the runtime writes for exec `exec_id`, while it runs.
 pub fn exec_pid(exec_id: u64) -> String {
     format!("exec-{exec_id}.pid")
+}
+
+/// The runtime's JSON log for exec `exec_id`, while it runs: where runc
+/// says why it could not start the process.
+pub fn exec_runtime_log(exec_id: u64) -> String {
+    format!("exec-{exec_id}.log")
 }
 
 /// The console socket of tty exec `exec_id`, while it runs.
@@ -51,6 +62,7 @@ mod tests {
     fn exec_files_are_numbered() {
         assert_eq!(exec_pid(7), "exec-7.pid");
         assert_eq!(exec_console_socket(7), "exec-7.sock");
+        assert_eq!(exec_runtime_log(7), "exec-7.log");
         assert_eq!(monitor_pid_content(12, 345), "12 345\n");
     }
 }

@@ -39,6 +39,7 @@ pub struct Config {
     pub container_logs: ContainerLogConfig,
     pub metrics: MetricsConfig,
     pub tracing: TracingConfig,
+    pub exec: ExecConfig,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             container_logs: ContainerLogConfig::default(),
             metrics: MetricsConfig::default(),
             tracing: TracingConfig::default(),
+            exec: ExecConfig::default(),
         }
     }
 }
@@ -284,6 +286,24 @@ impl Default for ContainerLogConfig {
             max_line_size: 16 * 1024,
             max_file_size: 0,
         }
+    }
+}
+
+/// How ExecSync and Exec start processes in a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Let the monitor start exec'd processes itself, applying what `runc
+    /// exec` would (docs/security.md, "Native exec"), for containers whose
+    /// spec uses only what that path covers; the others, and every
+    /// container with this off, go through `runc exec`. Containers created
+    /// while it was off keep `runc exec`.
+    pub native: bool,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        Self { native: true }
     }
 }
 

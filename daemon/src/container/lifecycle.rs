@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pier_proto::client::Client;
+use pier_proto::monitor::StartFailure;
 use pier_storage::db::ContainerProgress;
 
 use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits};
@@ -284,12 +285,29 @@ pub async fn exec_sync(
     }
     let socket = ContainerRuntime::from_record(&record).control_socket();
     let timeout = Duration::from_secs(timeout.max(0) as u64);
+    let argv = cmd.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut client = Client::connect(&socket)?;
-        client.exec(cmd, Vec::new(), timeout)
+        client.exec(argv, Vec::new(), timeout)
     })
-    .await?;
-    result.map_err(Error::monitor(format!("exec in container {}", record.id)))
+    .await?
+    .map_err(Error::monitor(format!("exec in container {}", record.id)))?;
+    if result.timed_out {
+        return Err(Error::ExecTimedOut {
+            id: record.id,
+            cmd,
+            timeout,
+        });
+    }
+    match result.start_failure() {
+        StartFailure::None => Ok(result),
+        kind => Err(Error::ExecStart {
+            id: record.id,
+            cmd,
+            reason: result.start_error,
+            not_found: kind == StartFailure::NotFound,
+        }),
+    }
 }
 
 /// Asks the monitor to reopen the log file after kubelet rotated it.

@@ -126,6 +126,15 @@ impl Setup<'_> {
             path: config_json.clone(),
             source,
         })?;
+        if self.native_exec(runtime) {
+            let path = runtime.bundle.join(pier_proto::files::EXEC_PROFILE);
+            let profile = spec::exec_profile(&oci);
+            std::fs::write(
+                &path,
+                prost::Message::encode_length_delimited_to_vec(&profile),
+            )
+            .map_err(Error::io(format!("write {}", path.display())))?;
+        }
         crash_point("create_container.bundle_written");
 
         let created = self.launch(runtime).await?;
@@ -144,6 +153,13 @@ impl Setup<'_> {
             }
         };
         Ok(())
+    }
+
+    /// Whether this container's monitor may start exec'd processes itself:
+    /// `[exec] native` is on and the runtime is runc, the runtime the
+    /// native path reproduces (tests/tests/exec_equivalence.rs).
+    fn native_exec(&self, runtime: &ContainerRuntime) -> bool {
+        self.daemon.config.exec.native && runtime.runtime.file_name().is_some_and(|n| n == "runc")
     }
 
     /// Starts the container's monitor, which runs `runc create`.

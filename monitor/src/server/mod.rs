@@ -23,6 +23,7 @@ use crate::child_reaper;
 use crate::control::{Conn, Input, Mode};
 use crate::cri_log::{CriLog, Stream};
 use crate::exec::ExecSession;
+use crate::native::Native;
 use crate::oom::OomWatcher;
 use crate::runtime::Created;
 use crate::{daemonize, sys, terminal, timestamp};
@@ -80,6 +81,7 @@ pub struct Server {
     next_conn: u64,
     execs: Vec<ExecSession>,
     next_exec: u64,
+    native: Native,
     /// Recently reaped children nobody claimed yet (pid, exit code).
     orphans: Vec<(i32, i32)>,
     sigfd: SignalFd,
@@ -132,6 +134,7 @@ impl Server {
             next_conn: 1,
             execs: Vec::new(),
             next_exec: 1,
+            native: Native::default(),
             orphans: Vec::new(),
             sigfd,
             exit: None,
@@ -313,7 +316,7 @@ impl Server {
         child_reaper::reap_all(|pid, code| {
             if pid == init {
                 *exit = Some((code, timestamp::now_ns()));
-            } else if let Some(e) = execs.iter_mut().find(|e| e.runc_pid == pid) {
+            } else if let Some(e) = execs.iter_mut().find(|e| e.runc_pid == Some(pid)) {
                 e.on_runtime_exit(code);
             } else if let Some(e) = execs.iter_mut().find(|e| e.proc_pid == Some(pid)) {
                 e.exit_code = Some(code);

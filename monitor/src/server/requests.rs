@@ -71,7 +71,12 @@ impl Server {
             Some(Request::Exec(x)) => {
                 let seq = self.next_exec;
                 self.next_exec += 1;
-                match ExecSession::start(&self.cfg, seq, self.conns[i].id, &x) {
+                let init = crate::native::Init {
+                    pid: self.ident.pid,
+                    start_time: self.ident.start_time,
+                };
+                let conn = self.conns[i].id;
+                match ExecSession::start(&self.cfg, &mut self.native, init, seq, conn, &x) {
                     Ok(e) if x.stream => {
                         self.conns[i].mode = Mode::ExecStream {
                             exec: seq,

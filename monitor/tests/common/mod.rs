@@ -32,6 +32,9 @@ pub struct Opts {
     /// Launch through a throwaway "daemon" process group that the test can
     /// SIGKILL; the monitor's stderr is a pipe owned by that group.
     pub via_fake_daemon: bool,
+    /// Write an exec profile beside config.json, as pierd does, so the
+    /// monitor starts exec'd processes itself.
+    pub native_exec: bool,
 }
 
 impl Opts {
@@ -44,6 +47,7 @@ impl Opts {
             max_line: None,
             extra: Vec::new(),
             via_fake_daemon: false,
+            native_exec: false,
         }
     }
 }
@@ -106,7 +110,68 @@ pub fn make_bundle(dir: &Path, id: &str, o: &Opts) -> PathBuf {
         spec["linux"]["resources"]["memory"] = json!({ "limit": limit, "swap": limit });
     }
     fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write spec");
+    if o.native_exec {
+        write_exec_profile(&bundle, &spec);
+    }
     bundle
+}
+
+/// The exec profile of `runc spec`'s process, as pierd computes it.
+fn write_exec_profile(bundle: &Path, spec: &serde_json::Value) {
+    use prost::Message;
+    let p = &spec["process"];
+    let names = |set: &str| -> Vec<String> {
+        p["capabilities"][set]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // runc spec's only rlimit is RLIMIT_NOFILE (7).
+    let rlimits = p["rlimits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            assert_eq!(r["type"], "RLIMIT_NOFILE");
+            pier_proto::monitor::Rlimit {
+                resource: 7,
+                soft: r["soft"].as_u64().expect("soft"),
+                hard: r["hard"].as_u64().expect("hard"),
+            }
+        })
+        .collect();
+    let profile = pier_proto::monitor::ExecProfile {
+        uid: p["user"]["uid"].as_u64().expect("uid") as u32,
+        gid: p["user"]["gid"].as_u64().expect("gid") as u32,
+        cap_bounding: names("bounding"),
+        cap_effective: names("effective"),
+        cap_permitted: names("permitted"),
+        cap_inheritable: names("inheritable"),
+        cap_ambient: names("ambient"),
+        no_new_privileges: p["noNewPrivileges"].as_bool().unwrap_or(false),
+        rlimits,
+        env: strings(&p["env"]),
+        cwd: p["cwd"].as_str().unwrap_or("/").into(),
+        ..Default::default()
+    };
+    fs::write(
+        bundle.join(pier_proto::files::EXEC_PROFILE),
+        profile.encode_length_delimited_to_vec(),
+    )
+    .expect("write exec profile");
 }
 
 impl Container {

@@ -3,6 +3,8 @@
 
 pub mod containerd;
 pub mod measure;
+pub mod probes;
+pub mod procs;
 
 use std::path::Path;
 

@@ -1,11 +1,13 @@
 //! Timing pod lifecycles and measuring memory on one CRI endpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use pier_tests::{Cri, streams};
+
+use crate::procs;
 
 /// Latencies per operation, and memory with many pods running.
 pub struct Figures {
@@ -18,7 +20,7 @@ pub struct Figures {
     pub memory: (u64, u64),
 }
 
-fn pod(n: usize, tag: &str) -> RunPodSandboxRequest {
+pub fn pod(n: usize, tag: &str) -> RunPodSandboxRequest {
     let name = format!("bench-{tag}-{n}");
     RunPodSandboxRequest {
         config: Some(PodSandboxConfig {
@@ -104,7 +106,7 @@ fn sleeper(n: usize, image: &str) -> ContainerConfig {
 }
 
 /// Creates and starts a sleeping container in the pod; returns its id.
-async fn start_sleeper(
+pub async fn start_sleeper(
     cri: &mut Cri,
     pod_id: &str,
     pod: &PodSandboxConfig,
@@ -270,7 +272,7 @@ pub async fn run(
         })
         .await;
 
-    let idle = pss_kb(daemon_pid, dir);
+    let idle = procs::pss_kb(daemon_pid, dir);
     let mut ids = Vec::new();
     for n in 0..pods {
         let request = pod(n, "mem");
@@ -286,7 +288,7 @@ pub async fn run(
         ids.push(id);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let loaded = pss_kb(daemon_pid, dir);
+    let loaded = procs::pss_kb(daemon_pid, dir);
     for id in ids {
         let _ = cri
             .runtime
@@ -308,58 +310,7 @@ pub async fn run(
     }
 }
 
-/// PSS of the daemon, the processes whose command line names its private
-/// dir (pier's monitors, containerd's shims), and all their descendants
-/// (pause processes), but not the containers' own `sleep` processes: the
-/// workload costs the same on both.
-pub fn pss_kb(daemon: u32, dir: &Path) -> u64 {
-    let dir = dir.display().to_string();
-    let mut procs: Vec<(u32, u32, String)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1)?.parse().ok());
-        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-        procs.push((pid, ppid.unwrap_or(0), cmdline.replace('\0', " ")));
-    }
-    let mut members: HashSet<u32> = procs
-        .iter()
-        .filter(|(pid, _, cmd)| *pid == daemon || cmd.contains(&dir))
-        .map(|(pid, _, _)| *pid)
-        .collect();
-    loop {
-        let before = members.len();
-        for (pid, ppid, _) in &procs {
-            if members.contains(ppid) {
-                members.insert(*pid);
-            }
-        }
-        if members.len() == before {
-            break;
-        }
-    }
-    let workload: HashSet<u32> = procs
-        .iter()
-        .filter(|(_, _, cmd)| cmd.starts_with("sleep "))
-        .map(|(pid, _, _)| *pid)
-        .collect();
-    members
-        .iter()
-        .filter(|pid| !workload.contains(pid))
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|text| {
-            let line = text.lines().find(|l| l.starts_with("Pss:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .sum()
-}
-
-fn percentile(values: &[Duration], p: f64) -> Duration {
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort();
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -465,5 +416,68 @@ impl Report {
                 f.name, f.memory.0, self.pods, f.memory.1, per_pod
             );
         }
+    }
+}
+
+/// The exec CPU and node probe figures of both runtimes, and their ratios
+/// (below 1: the first runtime is cheaper).
+#[allow(clippy::print_stdout, reason = "the report is what a benchmark prints")]
+pub fn print_probes(
+    figures: &[(
+        &'static str,
+        crate::probes::ExecCpu,
+        Option<crate::probes::NodeProbes>,
+    )],
+) {
+    let [(a, ax, an), (b, bx, bn)] = figures else {
+        return;
+    };
+    let per =
+        |x: &crate::probes::ExecCpu| x.cpu.as_secs_f64() * 1000.0 / x.latencies.len().max(1) as f64;
+    let (ap, bp) = (per(ax), per(bx));
+    println!(
+        "\nExecSync of `true`, {} in a row: latency and runtime CPU per exec (daemon, monitors or shims, runc, helpers), ms",
+        ax.latencies.len()
+    );
+    println!(
+        "{:<12} {:>8} {:>8} {:>10}",
+        "runtime", "p50", "p95", "CPU/exec"
+    );
+    for (name, x, p) in [(a, ax, ap), (b, bx, bp)] {
+        println!(
+            "{name:<12} {:>8} {:>8} {p:>10.2}",
+            ms(percentile(&x.latencies, 0.5)),
+            ms(percentile(&x.latencies, 0.95))
+        );
+    }
+    let p50 = |x: &crate::probes::ExecCpu| percentile(&x.latencies, 0.5).as_secs_f64();
+    println!(
+        "ratio {a}/{b}: p50 {:.2}, CPU per exec {:.2}",
+        p50(ax) / p50(bx).max(1e-9),
+        ap / bp.max(1e-9)
+    );
+    if let (Some(an), Some(bn)) = (an, bn) {
+        println!(
+            "\nnode: {} pods, ExecSync of `true` in each every second for {} s",
+            an.pods, an.seconds
+        );
+        println!(
+            "{:<12} {:>8} {:>8} {:>12} {:>8} {:>8}",
+            "runtime", "execs", "failed", "CPU seconds", "p50 ms", "p95 ms"
+        );
+        for (name, n) in [(a, an), (b, bn)] {
+            println!(
+                "{name:<12} {:>8} {:>8} {:>12.1} {:>8} {:>8}",
+                n.execs,
+                n.failed,
+                n.cpu.as_secs_f64(),
+                ms(percentile(&n.latencies, 0.5)),
+                ms(percentile(&n.latencies, 0.95))
+            );
+        }
+        println!(
+            "ratio {a}/{b}: CPU seconds {:.2}",
+            an.cpu.as_secs_f64() / bn.cpu.as_secs_f64().max(1e-9)
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! vocabulary, then parsed into `oci_spec::runtime::Spec`, which checks every
 //! field's type and enum value before runc sees it.
 
+mod exec_profile;
 pub mod mounts;
 mod process;
 mod resources;
@@ -15,6 +16,7 @@ use k8s_cri::v1::{ContainerConfig, NamespaceMode, PodSandboxConfig};
 use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
+pub use exec_profile::exec_profile;
 pub use process::{Identity, UserDb};
 pub use resources::{cgroups_path, oom_score_adj, resources, unified_host};
 

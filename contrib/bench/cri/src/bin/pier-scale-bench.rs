@@ -22,7 +22,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
-use pier_cri_bench::measure::{ms, pss_kb};
+use pier_cri_bench::measure::ms;
+use pier_cri_bench::procs::pss_kb;
 use pier_cri_bench::{arg, containerd::Containerd, flag, pierd_dir, rss_pss_kb};
 use pier_tests::workload::{self, Runtime, container, pod, pod_security};
 use pier_tests::{Cri, ImageSpec as TestImage, Pierd, PierdOptions, Registry, TestNetwork};
