@@ -2,6 +2,7 @@
 //! built from `/bin/busybox`, a private `pierd`, and a connected CRI client.
 //! Every fixture cleans up on drop, also when the test panics.
 
+pub mod bad_input;
 pub mod bins;
 pub mod cgroups;
 pub mod client;
