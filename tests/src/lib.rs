@@ -6,6 +6,7 @@ pub mod bad_input;
 pub mod bins;
 pub mod cgroups;
 pub mod client;
+pub mod consistency;
 pub mod cri_tools;
 pub mod critest_mirror;
 pub mod image;

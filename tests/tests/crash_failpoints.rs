@@ -29,11 +29,11 @@
 //! same id until they succeed. So a retry with the same metadata is what
 //! kubelet sends whenever the crashed call left nothing listed.
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::*;
 use pier_tests::cgroups::CgroupParent;
+use pier_tests::consistency::{consistency, listed, monitors_of};
 use pier_tests::image::ExtraFile;
 use pier_tests::node_state::{NodeScope, NodeState};
 use pier_tests::workload::{self, Runtime};
@@ -502,128 +502,6 @@ async fn recorded_exit(case: &Case, scene: &Scene, pierd: &Pierd) -> Option<Stri
     };
     let got = (status.exit_code, status.reason.as_str());
     (got != want).then(|| format!("container {id} exited {got:?}, expected {want:?}"))
-}
-
-fn monitors_of(pierd: &Pierd, id: &str) -> usize {
-    let state = NodeState::capture(&NodeScope {
-        dir: pierd.dir().to_owned(),
-        runc_root: pierd.runroot().join("runtime/runc"),
-        cgroup_parent: None,
-        pierd_pid: pierd.pid(),
-    });
-    state
-        .processes
-        .iter()
-        .filter(|p| p.comm == "pier-monitor" && p.cmdline.contains(id))
-        .count()
-}
-
-/// Everything the CRI lists, by id.
-struct Listed {
-    pods: HashMap<String, PodSandbox>,
-    containers: HashMap<String, Container>,
-}
-
-async fn listed(cri: &mut Runtime) -> Listed {
-    let pods = cri
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .expect("ListPodSandbox")
-        .into_inner()
-        .items;
-    let containers = cri
-        .list_containers(ListContainersRequest::default())
-        .await
-        .expect("ListContainers")
-        .into_inner()
-        .containers;
-    Listed {
-        pods: pods.into_iter().map(|p| (p.id.clone(), p)).collect(),
-        containers: containers.into_iter().map(|c| (c.id.clone(), c)).collect(),
-    }
-}
-
-/// Check 1: every pod or container thing on the node belongs to a listed
-/// object, and every listed object has what its state says it has.
-async fn consistency(pierd: &Pierd, scope: &NodeScope) -> Vec<String> {
-    let mut cri = pierd.cri().await.runtime;
-    let listed = listed(&mut cri).await;
-    let node = NodeState::capture(scope);
-    let mut problems = Vec::new();
-    for (kind, item, id) in node.owned_items() {
-        // Layers and blobs are named by digests, not by objects.
-        if item.starts_with("root/layers") || item.starts_with("root/blobs") {
-            continue;
-        }
-        if !listed.pods.contains_key(&id) && !listed.containers.contains_key(&id) {
-            problems.push(format!(
-                "{kind} {item} belongs to {id}, which the CRI does not list"
-            ));
-        }
-    }
-    for file in &node.files {
-        let name = file.rsplit('/').next().unwrap_or_default();
-        if name.starts_with(".tmp-") || name.starts_with(".trash-") {
-            problems.push(format!("half-made layer left: {file}"));
-        }
-    }
-    let ready = PodSandboxState::SandboxReady as i32;
-    let leases: BTreeSet<&String> = node.leases.values().collect();
-    for (id, pod) in &listed.pods {
-        let has_mount = |what: &str| node.mounts.contains(&format!("run/{what}/{id}"));
-        let live = ["netns", "utsns", "ipcns"].map(has_mount);
-        if pod.state == ready {
-            if live.contains(&false) {
-                problems.push(format!("ready pod {id} lacks a namespace pin ({live:?})"));
-            }
-            if !leases.contains(id) {
-                problems.push(format!("ready pod {id} holds no IPAM address"));
-            }
-            if !node.mounts.contains(&format!("run/sandboxes/{id}/shm")) {
-                problems.push(format!("ready pod {id} has no /dev/shm mount"));
-            }
-        } else if live.contains(&true) || leases.contains(id) {
-            problems.push(format!(
-                "pod {id} is listed not ready but keeps namespaces {live:?} or an address"
-            ));
-        }
-    }
-    let running = [
-        ContainerState::ContainerCreated,
-        ContainerState::ContainerRunning,
-    ]
-    .map(|s| s as i32);
-    for (id, container) in &listed.containers {
-        if !running.contains(&container.state) {
-            continue;
-        }
-        let runtime_status = node.runtime_containers.get(id).map(String::as_str);
-        let listed_status = match container.state == running[0] {
-            true => "created",
-            false => "running",
-        };
-        match runtime_status {
-            None => problems.push(format!("live container {id} has no runc state")),
-            Some(status) if status != listed_status => problems.push(format!(
-                "container {id} is listed {listed_status}, runc says {status}"
-            )),
-            Some(_) => {}
-        }
-        let monitor = node
-            .processes
-            .iter()
-            .any(|p| p.comm == "pier-monitor" && p.cmdline.contains(id.as_str()));
-        if !monitor {
-            problems.push(format!("live container {id} has no monitor"));
-        }
-        if !node
-            .mounts
-            .contains(&format!("root/containers/{id}/merged"))
-        {
-            problems.push(format!("live container {id} has no rootfs mount"));
-        }
-    }
-    problems
 }
 
 /// Check 2: the same call again, as kubelet sends it. An error must name a
