@@ -2,8 +2,8 @@
 
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, MountPropagation};
 
-use super::pod::{namespace_options, security_profile};
-use super::{absolute_clean, all_no_nul, id, invalid, known, no_nul, quote, relative_clean};
+use super::pod::{ids, namespace_options, security_profile, selinux};
+use super::{absolute_clean, all_no_nul, invalid, known, no_nul, quote, relative_clean};
 use crate::error::Error;
 
 /// Refuses a container config that could only fail in runc, or do harm:
@@ -77,19 +77,15 @@ fn security_context(security: &LinuxContainerSecurityContext) -> Result<(), Erro
     if let Some(ns) = &security.namespace_options {
         namespace_options("config.linux.security_context.namespace_options", ns)?;
     }
-    if let Some(user) = &security.run_as_user {
-        id("config.linux.security_context.run_as_user", user.value)?;
-    }
-    if let Some(group) = &security.run_as_group {
-        id("config.linux.security_context.run_as_group", group.value)?;
-    }
+    ids(
+        security.run_as_user.as_ref(),
+        security.run_as_group.as_ref(),
+        &security.supplemental_groups,
+    )?;
     no_nul(
         "config.linux.security_context.run_as_username",
         &security.run_as_username,
     )?;
-    for group in &security.supplemental_groups {
-        id("config.linux.security_context.supplemental_groups", *group)?;
-    }
     for path in security.masked_paths.iter().chain(&security.readonly_paths) {
         absolute_clean(
             "config.linux.security_context.masked_paths/readonly_paths",
@@ -102,15 +98,8 @@ fn security_context(security: &LinuxContainerSecurityContext) -> Result<(), Erro
     if let Some(profile) = &security.apparmor {
         security_profile("config.linux.security_context.apparmor", profile, false)?;
     }
-    if let Some(selinux) = &security.selinux_options {
-        for part in [
-            &selinux.user,
-            &selinux.role,
-            &selinux.r#type,
-            &selinux.level,
-        ] {
-            no_nul("config.linux.security_context.selinux_options", part)?;
-        }
+    if let Some(options) = &security.selinux_options {
+        selinux(options)?;
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! RunPodSandbox's config.
 
 use k8s_cri::v1::{
-    DnsConfig, NamespaceMode, NamespaceOption, PodSandboxConfig, PortMapping, Protocol,
-    SecurityProfile, security_profile,
+    DnsConfig, Int64Value, NamespaceMode, NamespaceOption, PodSandboxConfig, PortMapping, Protocol,
+    SeLinuxOption, SecurityProfile, security_profile,
 };
 
 use super::{absolute_clean, id, invalid, known, no_nul, no_parent, quote};
@@ -38,31 +38,19 @@ pub fn pod_config(config: &PodSandboxConfig) -> Result<(), Error> {
     if let Some(ns) = &security.namespace_options {
         namespace_options("config.linux.security_context.namespace_options", ns)?;
     }
-    if let Some(user) = &security.run_as_user {
-        id("config.linux.security_context.run_as_user", user.value)?;
-    }
-    if let Some(group) = &security.run_as_group {
-        id("config.linux.security_context.run_as_group", group.value)?;
-    }
-    for group in &security.supplemental_groups {
-        id("config.linux.security_context.supplemental_groups", *group)?;
-    }
+    ids(
+        security.run_as_user.as_ref(),
+        security.run_as_group.as_ref(),
+        &security.supplemental_groups,
+    )?;
     if let Some(profile) = &security.seccomp {
         security_profile("config.linux.security_context.seccomp", profile, true)?;
     }
     if let Some(profile) = &security.apparmor {
         security_profile("config.linux.security_context.apparmor", profile, false)?;
     }
-    if let Some(selinux) = &security.selinux_options {
-        const FIELD: &str = "config.linux.security_context.selinux_options";
-        for part in [
-            &selinux.user,
-            &selinux.role,
-            &selinux.r#type,
-            &selinux.level,
-        ] {
-            no_nul(FIELD, part)?;
-        }
+    if let Some(options) = &security.selinux_options {
+        selinux(options)?;
     }
     Ok(())
 }
@@ -128,6 +116,38 @@ fn cgroup_parent(parent: &str) -> Result<(), Error> {
     const FIELD: &str = "config.linux.cgroup_parent";
     no_nul(FIELD, parent)?;
     no_parent(FIELD, parent)
+}
+
+/// The user, group and supplemental groups of a pod's or a container's
+/// security context.
+pub(super) fn ids(
+    user: Option<&Int64Value>,
+    group: Option<&Int64Value>,
+    supplemental: &[i64],
+) -> Result<(), Error> {
+    if let Some(user) = user {
+        id("config.linux.security_context.run_as_user", user.value)?;
+    }
+    if let Some(group) = group {
+        id("config.linux.security_context.run_as_group", group.value)?;
+    }
+    for group in supplemental {
+        id("config.linux.security_context.supplemental_groups", *group)?;
+    }
+    Ok(())
+}
+
+pub(super) fn selinux(options: &SeLinuxOption) -> Result<(), Error> {
+    const FIELD: &str = "config.linux.security_context.selinux_options";
+    for part in [
+        &options.user,
+        &options.role,
+        &options.r#type,
+        &options.level,
+    ] {
+        no_nul(FIELD, part)?;
+    }
+    Ok(())
 }
 
 pub(super) fn namespace_options(field: &'static str, ns: &NamespaceOption) -> Result<(), Error> {

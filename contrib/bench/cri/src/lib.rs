@@ -23,6 +23,23 @@ pub fn flag(name: &str) -> bool {
     std::env::args().any(|a| a.strip_prefix("--") == Some(name))
 }
 
+/// A benchmark's pierd: quiet logs, pulling from the benchmark's registry.
+pub fn pierd_options(
+    registry: &pier_tests::Registry,
+    network: pier_tests::TestNetwork,
+) -> pier_tests::PierdOptions {
+    pier_tests::PierdOptions {
+        network: Some(network),
+        args: vec![
+            "--log-level".into(),
+            "warn".into(),
+            "--insecure-registry".into(),
+            registry.host(),
+        ],
+        ..Default::default()
+    }
+}
+
 /// Runs pierd and pier-monitor from the benchmark's own directory (cargo
 /// builds them next to it) unless PIER_BIN_DIR says otherwise.
 pub fn use_sibling_binaries() {

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use k8s_cri::v1::{ImageSpec as CriImage, PullImageRequest};
-use pier_tests::{Cri, ImageSpec, Pierd, PierdOptions, Registry, TestNetwork};
+use pier_tests::{Cri, ImageSpec, Pierd, Registry, TestNetwork};
 
 use pier_cri_bench::measure::{self, Figures, Report};
 use pier_cri_bench::{arg, containerd, pierd_dir, probes, use_sibling_binaries};
@@ -33,17 +33,8 @@ async fn main() {
         .push(&registry, "bench/busybox:1")
         .await;
 
-    let pier = Pierd::start_with(PierdOptions {
-        network: Some(TestNetwork::new()),
-        args: vec![
-            "--log-level".into(),
-            "warn".into(),
-            "--insecure-registry".into(),
-            registry.host(),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let pier =
+        Pierd::start_with(pier_cri_bench::pierd_options(&registry, TestNetwork::new())).await;
     let containerd = containerd::Containerd::start(&registry.host(), &pause.reference).await;
     for socket in [containerd.socket(), pier.socket().to_owned()] {
         let mut cri = Cri::connect(&socket).await.expect("connect");

@@ -289,18 +289,7 @@ pub async fn run(
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded = procs::pss_kb(daemon_pid, dir);
-    for id in ids {
-        let _ = cri
-            .runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: id.clone(),
-            })
-            .await;
-        let _ = cri
-            .runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
-            .await;
-    }
+    crate::probes::remove_pods(&mut cri, ids).await;
     Figures {
         name,
         sequential,

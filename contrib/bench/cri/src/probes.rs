@@ -53,7 +53,8 @@ async fn exec_true(cri: &mut Cri, id: &str) -> Result<Duration, tonic::Status> {
     Ok(t.elapsed())
 }
 
-async fn remove_pods(cri: &mut Cri, ids: Vec<String>) {
+/// Stops and removes the pods `ids`, ignoring what is already gone.
+pub async fn remove_pods(cri: &mut Cri, ids: Vec<String>) {
     for id in ids {
         let _ = cri
             .runtime

@@ -23,7 +23,7 @@ use k8s_cri::v1::{ImageSpec as CriImage, PullImageRequest};
 use pier_cri_bench::measure::ms;
 use pier_cri_bench::{arg, containerd::Containerd, flag, pierd_dir, use_sibling_binaries};
 use pier_tests::load::{self, LoadOptions, LoadReport};
-use pier_tests::{Cri, ImageSpec, Pierd, PierdOptions, Registry, TestNetwork};
+use pier_tests::{Cri, ImageSpec, Pierd, Registry, TestNetwork};
 
 /// Distinct images PullImage draws from, besides the containers' own.
 const PULL_IMAGES: usize = 3;
@@ -64,17 +64,8 @@ async fn main() -> ExitCode {
         deadline,
     };
 
-    let pier = Pierd::start_with(PierdOptions {
-        network: Some(TestNetwork::new()),
-        args: vec![
-            "--log-level".into(),
-            "warn".into(),
-            "--insecure-registry".into(),
-            registry.host(),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let pier =
+        Pierd::start_with(pier_cri_bench::pierd_options(&registry, TestNetwork::new())).await;
     // The containers' image is there before the load: its first unpack is
     // not what the mix measures. The other images are pulled by the mix.
     pull(pier.socket(), &[&pause.reference, &busybox]).await;

@@ -26,7 +26,7 @@ use pier_cri_bench::measure::ms;
 use pier_cri_bench::procs::pss_kb;
 use pier_cri_bench::{arg, containerd::Containerd, flag, pierd_dir, rss_pss_kb};
 use pier_tests::workload::{self, Runtime, container, pod, pod_security};
-use pier_tests::{Cri, ImageSpec as TestImage, Pierd, PierdOptions, Registry, TestNetwork};
+use pier_tests::{Cri, ImageSpec as TestImage, Pierd, Registry, TestNetwork};
 
 /// Pods started at once while filling the node.
 const FILL_PARALLEL: usize = 8;
@@ -50,16 +50,10 @@ async fn main() {
         .reference;
     let logs = tempfile::tempdir().expect("tempdir");
 
-    let mut pier = Pierd::start_with(PierdOptions {
-        network: Some(TestNetwork::wide(230)),
-        args: vec![
-            "--log-level".into(),
-            "warn".into(),
-            "--insecure-registry".into(),
-            registry.host(),
-        ],
-        ..Default::default()
-    })
+    let mut pier = Pierd::start_with(pier_cri_bench::pierd_options(
+        &registry,
+        TestNetwork::wide(230),
+    ))
     .await;
     workload::pull(&pier, &image).await;
     let pid = pier.pid().unwrap_or(0);
