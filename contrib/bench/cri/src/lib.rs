@@ -23,6 +23,22 @@ pub fn flag(name: &str) -> bool {
     std::env::args().any(|a| a.strip_prefix("--") == Some(name))
 }
 
+/// The images every benchmark pushes to its registry: containerd's pause
+/// image (a sleeper) and the busybox image the containers run; their
+/// references.
+pub async fn bench_images(registry: &pier_tests::Registry) -> (String, String) {
+    let pause = pier_tests::ImageSpec::default()
+        .cmd(&["sleep", "2147483647"])
+        .push(registry, "bench/pause:1")
+        .await
+        .reference;
+    let busybox = pier_tests::ImageSpec::default()
+        .push(registry, "bench/busybox:1")
+        .await
+        .reference;
+    (pause, busybox)
+}
+
 /// A benchmark's pierd: quiet logs, pulling from the benchmark's registry.
 pub fn pierd_options(
     registry: &pier_tests::Registry,

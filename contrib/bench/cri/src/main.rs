@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use k8s_cri::v1::{ImageSpec as CriImage, PullImageRequest};
-use pier_tests::{Cri, ImageSpec, Pierd, Registry, TestNetwork};
+use pier_tests::{Cri, Pierd, Registry, TestNetwork};
 
 use pier_cri_bench::measure::{self, Figures, Report};
 use pier_cri_bench::{arg, containerd, pierd_dir, probes, use_sibling_binaries};
@@ -25,20 +25,14 @@ async fn main() {
     let (execs, probe_pods, probe_seconds) = (arg(4, 200), arg(5, 100), arg(6, 60) as u64);
     use_sibling_binaries();
     let registry = Registry::start();
-    let pause = ImageSpec::default()
-        .cmd(&["sleep", "2147483647"])
-        .push(&registry, "bench/pause:1")
-        .await;
-    let busybox = ImageSpec::default()
-        .push(&registry, "bench/busybox:1")
-        .await;
+    let (pause, busybox) = pier_cri_bench::bench_images(&registry).await;
 
     let pier =
         Pierd::start_with(pier_cri_bench::pierd_options(&registry, TestNetwork::new())).await;
-    let containerd = containerd::Containerd::start(&registry.host(), &pause.reference).await;
+    let containerd = containerd::Containerd::start(&registry.host(), &pause).await;
     for socket in [containerd.socket(), pier.socket().to_owned()] {
         let mut cri = Cri::connect(&socket).await.expect("connect");
-        for image in [&pause.reference, &busybox.reference] {
+        for image in [&pause, &busybox] {
             let request = PullImageRequest {
                 image: Some(CriImage {
                     image: image.clone(),
@@ -72,7 +66,7 @@ async fn main() {
     let mut exec_figures = Vec::new();
     for (name, socket, pid, dir) in runs {
         eprintln!("measuring {name}...");
-        let image = &busybox.reference;
+        let image = &busybox;
         figures
             .push(measure::run(name, &socket, image, pid, &dir, iterations, parallel, pods).await);
         eprintln!("measuring {name}: exec CPU and probes...");

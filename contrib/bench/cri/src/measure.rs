@@ -106,6 +106,31 @@ fn sleeper(n: usize, image: &str) -> ContainerConfig {
 }
 
 /// Creates and starts a sleeping container in the pod; returns its id.
+/// `count` pods named after `tag`, each running one sleeping container;
+/// returns the pod ids and the container ids, in order.
+pub async fn sleeper_pods(
+    cri: &mut Cri,
+    image: &str,
+    count: usize,
+    tag: &str,
+) -> (Vec<String>, Vec<String>) {
+    let (mut pods, mut containers) = (Vec::new(), Vec::new());
+    for n in 0..count {
+        let request = pod(n, tag);
+        let config = request.config.clone().unwrap_or_default();
+        let id = cri
+            .runtime
+            .run_pod_sandbox(request)
+            .await
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id;
+        containers.push(start_sleeper(cri, &id, &config, image, n).await);
+        pods.push(id);
+    }
+    (pods, containers)
+}
+
 pub async fn start_sleeper(
     cri: &mut Cri,
     pod_id: &str,
@@ -273,20 +298,7 @@ pub async fn run(
         .await;
 
     let idle = procs::pss_kb(daemon_pid, dir);
-    let mut ids = Vec::new();
-    for n in 0..pods {
-        let request = pod(n, "mem");
-        let config = request.config.clone().unwrap_or_default();
-        let id = cri
-            .runtime
-            .run_pod_sandbox(request)
-            .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id;
-        start_sleeper(&mut cri, &id, &config, image, n).await;
-        ids.push(id);
-    }
+    let (ids, _) = sleeper_pods(&mut cri, image, pods, "mem").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded = procs::pss_kb(daemon_pid, dir);
     crate::probes::remove_pods(&mut cri, ids).await;

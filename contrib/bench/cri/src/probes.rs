@@ -8,7 +8,7 @@ use k8s_cri::v1::*;
 use pier_tests::Cri;
 use tokio::time::MissedTickBehavior;
 
-use crate::measure::{pod, start_sleeper};
+use crate::measure::{pod, sleeper_pods, start_sleeper};
 use crate::procs;
 
 /// Sequential ExecSync of `true` in one running container.
@@ -110,21 +110,7 @@ pub async fn node(
     pods: usize,
     seconds: u64,
 ) -> NodeProbes {
-    let mut pod_ids = Vec::new();
-    let mut containers = Vec::new();
-    for n in 0..pods {
-        let request = pod(n, "probe");
-        let config = request.config.clone().unwrap_or_default();
-        let id = cri
-            .runtime
-            .run_pod_sandbox(request)
-            .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id;
-        containers.push(start_sleeper(cri, &id, &config, image, n).await);
-        pod_ids.push(id);
-    }
+    let (pod_ids, containers) = sleeper_pods(cri, image, pods, "probe").await;
     let start = procs::cpu_ticks(daemon, dir);
     let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
     let tasks: Vec<_> = containers

@@ -37,14 +37,7 @@ async fn main() -> ExitCode {
         .map_or(Duration::from_secs(1200), Duration::from_secs);
     use_sibling_binaries();
     let registry = Registry::start();
-    let pause = ImageSpec::default()
-        .cmd(&["sleep", "2147483647"])
-        .push(&registry, "bench/pause:1")
-        .await;
-    let busybox = ImageSpec::default()
-        .push(&registry, "bench/busybox:1")
-        .await
-        .reference;
+    let (pause, busybox) = pier_cri_bench::bench_images(&registry).await;
     let mut pulls = vec![busybox.clone()];
     for n in 0..PULL_IMAGES {
         let image = ImageSpec::default()
@@ -68,7 +61,7 @@ async fn main() -> ExitCode {
         Pierd::start_with(pier_cri_bench::pierd_options(&registry, TestNetwork::new())).await;
     // The containers' image is there before the load: its first unpack is
     // not what the mix measures. The other images are pulled by the mix.
-    pull(pier.socket(), &[&pause.reference, &busybox]).await;
+    pull(pier.socket(), &[&pause, &busybox]).await;
     eprintln!("load on pier: {clients} clients, {ops} calls, seed {seed}...");
     let pid = pier.pid().unwrap_or(0);
     let on_pier = load::run(pier.socket(), &pierd_dir(&pier), pid, &options).await;
@@ -77,8 +70,8 @@ async fn main() -> ExitCode {
     let on_containerd = if flag("pier-only") {
         None
     } else {
-        let containerd = Containerd::start(&registry.host(), &pause.reference).await;
-        pull(&containerd.socket(), &[&pause.reference, &busybox]).await;
+        let containerd = Containerd::start(&registry.host(), &pause).await;
+        pull(&containerd.socket(), &[&pause, &busybox]).await;
         eprintln!("load on containerd...");
         let report = load::run(
             &containerd.socket(),

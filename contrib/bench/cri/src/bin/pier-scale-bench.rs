@@ -26,7 +26,7 @@ use pier_cri_bench::measure::ms;
 use pier_cri_bench::procs::pss_kb;
 use pier_cri_bench::{arg, containerd::Containerd, flag, pierd_dir, rss_pss_kb};
 use pier_tests::workload::{self, Runtime, container, pod, pod_security};
-use pier_tests::{Cri, ImageSpec as TestImage, Pierd, Registry, TestNetwork};
+use pier_tests::{Cri, Pierd, Registry, TestNetwork};
 
 /// Pods started at once while filling the node.
 const FILL_PARALLEL: usize = 8;
@@ -39,15 +39,7 @@ async fn main() {
     let total = pods * per_pod;
     pier_cri_bench::use_sibling_binaries();
     let registry = Registry::start();
-    let pause = TestImage::default()
-        .cmd(&["sleep", "2147483647"])
-        .push(&registry, "bench/pause:1")
-        .await
-        .reference;
-    let image = TestImage::default()
-        .push(&registry, "bench/busybox:1")
-        .await
-        .reference;
+    let (pause, image) = pier_cri_bench::bench_images(&registry).await;
     let logs = tempfile::tempdir().expect("tempdir");
 
     let mut pier = Pierd::start_with(pier_cri_bench::pierd_options(
