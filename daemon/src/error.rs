@@ -224,13 +224,23 @@ impl Error {
 /// quotes a huge request field or a runtime's long stderr is cut here.
 const STATUS_MESSAGE_MAX: usize = 4096;
 
+/// The longest start of `text` that fits in `max` bytes without cutting a
+/// character in two.
+pub fn head(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// `message` cut to [`STATUS_MESSAGE_MAX`] bytes on a character boundary.
 fn status_message(mut message: String) -> String {
     if message.len() > STATUS_MESSAGE_MAX {
-        let mut end = STATUS_MESSAGE_MAX;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = head(&message, STATUS_MESSAGE_MAX).len();
         message.truncate(end);
         message.push_str("... (cut)");
     }

@@ -36,11 +36,8 @@ fn quote(value: &str) -> String {
     if value.len() <= QUOTE_MAX {
         return format!("{value:?}");
     }
-    let mut end = QUOTE_MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}... ({} bytes)", &value[..end], value.len())
+    let start = crate::error::head(value, QUOTE_MAX);
+    format!("{start:?}... ({} bytes)", value.len())
 }
 
 /// No NUL byte: the kernel's paths, argv and environment end at one, so
