@@ -361,17 +361,8 @@ fn runtime_init(state: &Path) -> Option<Process> {
 /// Monitor processes whose run dir lies under `dir`: (pid, run dir). A
 /// monitor is told its run dir with `--runtime-dir`.
 fn monitor_processes(dir: &Path) -> Vec<(i32, PathBuf)> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
+    for (pid, cmdline) in pier_proto::proc_stat::command_lines() {
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
         let run_dir = args
             .windows(2)

@@ -93,31 +93,45 @@ fn run(cfg: MonitorArgs) -> u8 {
             File::from_raw_fd(fd)
         }
     });
-    let mut report = |result: SyncKind| {
+    // Whether the daemon got the message (or there is no daemon to tell).
+    let mut report = |result: SyncKind| -> bool {
         // Taking the file closes it after this one message.
-        if let Some(mut f) = sync.take() {
-            let msg = SyncResult {
-                result: Some(result),
-            };
-            if let Err(e) = f.write_all(&msg.encode_length_delimited_to_vec()) {
+        let Some(mut f) = sync.take() else {
+            return true;
+        };
+        let msg = SyncResult {
+            result: Some(result),
+        };
+        match f.write_all(&msg.encode_length_delimited_to_vec()) {
+            Ok(()) => true,
+            Err(e) => {
                 diag!("sync fd: {e}");
+                false
             }
         }
     };
     if let Err(e) = daemonize::become_monitor() {
         diag!("{e}");
-        report(SyncKind::Error(e.to_string()));
+        let _ = report(SyncKind::Error(e.to_string()));
         return 1;
     }
     match start(&cfg) {
         Ok((server, created)) => {
-            report(SyncKind::Created(created));
-            server.run()
+            if report(SyncKind::Created(created)) {
+                return server.run();
+            }
+            // The daemon died before it heard of the container: its next
+            // start removes the half-made container, so none must run here.
+            diag!("daemon gone before the create was reported; deleting the container");
+            drop(server);
+            runtime::delete_force(&cfg);
+            child_reaper::reap_all(|_, _| {});
+            1
         }
         Err(e) => {
             diag!("{e}");
             // The runtime's own text is in the message: the daemon shows it.
-            report(SyncKind::Error(e.to_string()));
+            let _ = report(SyncKind::Error(e.to_string()));
             // Reap whatever the runtime left, so no zombie remains.
             child_reaper::reap_all(|_, _| {});
             1

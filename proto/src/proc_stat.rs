@@ -27,6 +27,31 @@ pub fn parent_pid(pid: i32) -> Option<i32> {
     parse_parent_pid(&read(pid)?)
 }
 
+/// The process group and session of `pid` (fields 5 and 6), or `None` if
+/// there is no such process.
+pub fn group_and_session(pid: i32) -> Option<(i32, i32)> {
+    let stat = read(pid)?;
+    Some((
+        field(&stat, 5)?.parse().ok()?,
+        field(&stat, 6)?.parse().ok()?,
+    ))
+}
+
+/// Every process's pid and command line (its arguments, NUL-separated), for
+/// finding a process by what it was told rather than by a recorded pid.
+/// Processes that end during the walk are skipped.
+pub fn command_lines() -> impl Iterator<Item = (i32, Vec<u8>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            Some((pid, cmdline))
+        })
+}
+
 /// Field 22 of a `/proc/<pid>/stat` line.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
     field(stat, 22)?.parse().ok()
@@ -107,6 +132,19 @@ mod tests {
             !is_running(me, started + 1),
             "another start time is another process"
         );
+    }
+
+    #[test]
+    fn own_process_is_found_by_its_command_line() {
+        let me = std::process::id() as i32;
+        let (_, cmdline) = command_lines()
+            .find(|(pid, _)| *pid == me)
+            .unwrap_or_else(|| panic!("pid {me} not listed"));
+        let argv0 = std::env::args().next().unwrap_or_default();
+        assert!(cmdline.starts_with(argv0.as_bytes()), "{cmdline:?}");
+        let (group, session) = group_and_session(me).unwrap_or_default();
+        assert!(group > 0 && session > 0, "{group} {session}");
+        assert_eq!(group_and_session(-1), None);
     }
 
     #[test]

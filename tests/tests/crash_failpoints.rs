@@ -68,6 +68,10 @@ struct Case {
     point: &'static str,
     call: Call,
     dies: Dies,
+    /// The OCI runtime's `create` is slow (see `slow_create_runtime`): it
+    /// still runs when pierd starts again, as on a loaded node (CI saw a
+    /// `runc create` write mount points into the unmounted rootfs).
+    slow_create: bool,
 }
 
 const fn case(point: &'static str, call: Call) -> Case {
@@ -75,6 +79,7 @@ const fn case(point: &'static str, call: Call) -> Case {
         point,
         call,
         dies: Dies::Pierd,
+        slow_create: false,
     }
 }
 
@@ -83,6 +88,25 @@ const fn monitor_case(point: &'static str, call: Call) -> Case {
         point,
         call,
         dies: Dies::Monitor,
+        slow_create: false,
+    }
+}
+
+const fn slow_create_case(point: &'static str) -> Case {
+    Case {
+        slow_create: true,
+        ..case(point, Call::CreateContainer)
+    }
+}
+
+impl Case {
+    /// Its name in failures and in the names of what it makes.
+    fn label(&self) -> String {
+        if self.slow_create {
+            format!("{}+slow-create", self.point)
+        } else {
+            self.point.to_owned()
+        }
     }
 }
 
@@ -96,6 +120,7 @@ const CASES: &[Case] = &[
     case("create_container.rootfs_mounted", Call::CreateContainer),
     case("create_container.bundle_written", Call::CreateContainer),
     case("create_container.monitor_started", Call::CreateContainer),
+    slow_create_case("create_container.monitor_started"),
     case("create_container.runc_created", Call::CreateContainer),
     case("create_container.row_created", Call::CreateContainer),
     case("start_container.runc_started", Call::StartContainer),
@@ -168,7 +193,7 @@ fn a_crash_at_any_step_leaves_nothing_kubelet_cannot_see_or_remove() {
                 .map(|case| {
                     let images = images.clone();
                     let thread = scope.spawn(move || runtime().block_on(run_case(case, &images)));
-                    (case.point, thread)
+                    (case.label(), thread)
                 })
                 .collect();
             for (point, thread) in running {
@@ -221,7 +246,7 @@ struct Scene {
 
 impl Scene {
     fn new(case: &Case, images: &Images) -> Self {
-        let tag = case.point.replace(['.', '_'], "-");
+        let tag = case.label().replace(['.', '_', '+'], "-");
         let cgroup = CgroupParent::new(&format!("crash-{tag}"));
         let logs = tempfile::tempdir().expect("tempdir");
         let mut pod = workload::pod(&tag, logs.path());
@@ -357,10 +382,19 @@ async fn run_case(case: &Case, images: &Images) -> Result<(), Vec<String>> {
     // failed case left in the cgroup parent before the parent goes.
     let mut scene = Scene::new(case, images);
     let armed = format!("{}=return", case.point);
+    let slow_runtime = case.slow_create.then(slow_create_runtime);
+    let config = match &slow_runtime {
+        Some((_, wrapper)) => format!(
+            "[runtime.handlers.runc]\npath = \"{}\"\n",
+            wrapper.display()
+        ),
+        None => String::new(),
+    };
     let mut pierd = Pierd::start_with(PierdOptions {
         network: Some(TestNetwork::new()),
         args: vec!["--insecure-registry".into(), images.registry.clone()],
         env: vec![("FAILPOINTS".into(), armed)],
+        config,
         ..Default::default()
     })
     .await;
@@ -456,6 +490,33 @@ async fn run_case(case: &Case, images: &Images) -> Result<(), Vec<String>> {
         return Err(problems);
     }
     Ok(())
+}
+
+/// A runc wrapper slow between checking the container's rootfs and writing
+/// into it, as runc is under load (it validates the rootfs, then its init
+/// makes the mount points): its `create` finds the rootfs, waits two
+/// seconds, makes `dev` in it, then runs runc's. A restarted pierd that
+/// removed the rootfs meanwhile finds a `dev` it did not make, unless it
+/// ended the create first. In a temp dir that lives as long as the case.
+fn slow_create_runtime() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrapper = dir.path().join("slow-create-runc");
+    let script = r#"#!/bin/sh
+case " $* " in *" create "*)
+    prev=
+    for arg; do [ "$prev" = --bundle ] && bundle=$arg; prev=$arg; done
+    rootfs=$(sed -n 's/.*"root":{"path":"\([^"]*\)".*/\1/p' "$bundle/config.json")
+    [ -d "$rootfs" ] || { echo "slow-create-runc: no rootfs in $bundle" >&2; exit 1; }
+    sleep 2
+    mkdir -p "$rootfs/dev"
+esac
+exec runc "$@"
+"#;
+    std::fs::write(&wrapper, script).expect("write the runc wrapper");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the runc wrapper");
+    (dir, wrapper)
 }
 
 /// Checks the monitor died at its failpoint and what the call said of it.

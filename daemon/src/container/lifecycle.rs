@@ -331,8 +331,18 @@ pub async fn reopen_log(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// and clean up creates a crash interrupted. Watchers start before any
 /// status is read, so an exit during startup is not missed.
 pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
+    let records = daemon.db(|db| db.containers()).await?;
+    // What an interrupted create still runs must end before its staged
+    // mounts are released, or it writes into the bare mount points.
+    for record in records.iter().filter(|r| r.state == CREATING) {
+        let killed = daemon.host.end_interrupted_create(&record.id).await;
+        if !killed.is_empty() {
+            let pids: Vec<i32> = killed.iter().map(|p| p.pid).collect();
+            tracing::warn!(container_id = %record.id, ?pids, "killed what an interrupted create left running");
+        }
+    }
     super::stage::sweep(&daemon.config.runroot);
-    for record in daemon.db(|db| db.containers()).await? {
+    for record in records {
         let runtime = ContainerRuntime::from_record(&record);
         match record.state.as_str() {
             CREATING => {
@@ -340,7 +350,11 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
                 if runtime.monitor_pid > 0 && daemon.host.is_alive(runtime.monitor()) {
                     kill(daemon, &runtime, &record.id, "SIGKILL").await;
                 }
+                let cgroup = bundle_cgroups_path(&runtime.bundle);
                 discard(daemon, &record.id, &runtime).await;
+                if let Some(path) = cgroup {
+                    super::cgroup::remove_empty(&path);
+                }
             }
             CREATED | RUNNING => {
                 if daemon.host.is_alive(runtime.monitor()) {
@@ -355,6 +369,14 @@ pub async fn reconcile(daemon: &Arc<Daemon>) -> Result<(), Error> {
         }
     }
     sweep_runtime_state(daemon).await
+}
+
+/// The cgroup the bundle's spec gave the container, if the create got as
+/// far as writing it.
+fn bundle_cgroups_path(bundle: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    Some(spec.pointer("/linux/cgroupsPath")?.as_str()?.to_owned())
 }
 
 /// A crash between `runc start` and the row saying so leaves a running

@@ -192,6 +192,19 @@ async fn restart_reconciles_missing_extra_and_half_made_containers() {
         "its live monitor's container is killed"
     );
     assert!(signals(&t, &stillborn).is_empty());
+    let mut ended: Vec<String> = t
+        .host
+        .calls()
+        .into_iter()
+        .filter_map(|call| match call {
+            Call::EndInterruptedCreate(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    ended.sort();
+    let mut creates = [half.clone(), stillborn.clone()];
+    creates.sort();
+    assert_eq!(ended, creates, "only creates are ended");
     for (id, runtime) in [(&half, &half_runtime), (&stillborn, &stillborn_runtime)] {
         assert!(t.container_row(id).is_none(), "creating row discarded");
         assert!(!runtime.runtime_dir.exists() && !runtime.bundle.exists());

@@ -30,6 +30,7 @@ pub enum Call {
     RuntimeDelete(String),
     LaunchMonitor(String),
     Kill(i32),
+    EndInterruptedCreate(String),
     /// The namespaces asked for, by the paths they are pinned at.
     PinNamespaces(Vec<PathBuf>),
     UnpinNamespace(PathBuf),
@@ -268,6 +269,11 @@ impl Host for FakeHost {
         self.record(Call::Kill(process.pid));
         self.end(process);
         Ok(())
+    }
+
+    fn end_interrupted_create<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Vec<Process>> {
+        self.record(Call::EndInterruptedCreate(id.to_owned()));
+        Box::pin(async { Vec::new() })
     }
 
     fn pin_namespaces<'a>(

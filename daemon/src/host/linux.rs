@@ -15,7 +15,9 @@ use serde_json::Value;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::{Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, namespaces, runc};
+use super::{
+    Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, leftovers, namespaces, runc,
+};
 use crate::container::launch::{self, Launch, LaunchError};
 use crate::network::cni::{self, Attachment, CniError};
 use crate::network::conflist::NetworkConfig;
@@ -118,6 +120,15 @@ impl Host for LinuxHost {
             return Ok(());
         }
         kill(Pid::from_raw(process.pid), Signal::SIGKILL)
+    }
+
+    fn end_interrupted_create<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Vec<Process>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || leftovers::end_interrupted_create(&id))
+                .await
+                .unwrap_or_default()
+        })
     }
 
     fn pin_namespaces<'a>(

@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 pub mod fake;
+mod leftovers;
 pub mod linux;
 mod namespaces;
 mod runc;
@@ -102,6 +103,12 @@ pub trait Host: Send + Sync {
 
     /// Sends SIGKILL to `process` if it still runs.
     fn kill(&self, process: Process) -> nix::Result<()>;
+
+    /// Kills whatever a create of `id` that pierd did not see through left
+    /// running (its monitor, the runtime's `create`, the container's init),
+    /// found without a recorded pid, and resolves once all of it has ended:
+    /// nothing may write to the rootfs while it is removed.
+    fn end_interrupted_create<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Vec<Process>>;
 
     /// Creates and pins the namespaces `request` names (through the
     /// `pierd pin-namespaces` helper). For a PID namespace the helper starts

@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod leftover;
+pub use leftover::remove_empty;
+
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// `cpuacct.stat` counts in USER_HZ ticks, which the kernel's ABI fixes at
