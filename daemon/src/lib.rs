@@ -18,6 +18,8 @@ pub mod host;
 pub mod ids;
 pub mod locks;
 pub mod logging;
+#[allow(unsafe_code)]
+pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod pinns;

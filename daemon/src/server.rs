@@ -76,6 +76,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         }
         None => None,
     };
+    let trimmer = tokio::spawn(crate::memory::trim_periodically());
     let streaming_config = daemon.config.streaming.clone();
     let (streaming, streaming_task) =
         Streaming::start(&streaming_config, Arc::clone(&daemon)).await?;
@@ -125,6 +126,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     if let Some(task) = metrics_task {
         task.abort();
     }
+    trimmer.abort();
     tracing::info!("pierd stopped; containers keep running");
     Ok(())
 }
