@@ -103,7 +103,14 @@ pub async fn consistency(pierd: &Pierd, scope: &NodeScope) -> Vec<String> {
     ]
     .map(|s| s as i32);
     for (id, container) in &listed.containers {
+        let rootfs_mounted = node
+            .mounts
+            .contains(&format!("root/containers/{id}/merged"));
         if !running.contains(&container.state) {
+            // Its exit released it (RemoveContainer only moves files).
+            if container.state == ContainerState::ContainerExited as i32 && rootfs_mounted {
+                problems.push(format!("exited container {id} keeps its rootfs mounted"));
+            }
             continue;
         }
         let runtime_status = node.runtime_containers.get(id).map(String::as_str);
@@ -125,10 +132,7 @@ pub async fn consistency(pierd: &Pierd, scope: &NodeScope) -> Vec<String> {
         if !monitor {
             problems.push(format!("live container {id} has no monitor"));
         }
-        if !node
-            .mounts
-            .contains(&format!("root/containers/{id}/merged"))
-        {
+        if !rootfs_mounted {
             problems.push(format!("live container {id} has no rootfs mount"));
         }
     }

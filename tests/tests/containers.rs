@@ -28,6 +28,28 @@ async fn container_runs_logs_and_exits_with_its_code() {
     let log = std::fs::read_to_string(logs.path().join("talk/0.log")).expect("log file");
     assert!(log.lines().any(|l| l.ends_with(" stdout F hello")), "{log}");
     assert!(log.lines().any(|l| l.ends_with(" stderr F oops")), "{log}");
+    // Its exit released the rootfs; the writable layer stays for its stats.
+    let merged = pierd.dir().join("root/containers").join(&id).join("merged");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mountinfo.contains(&format!(" {} ", merged.display())),
+        "{} is still mounted after the exit",
+        merged.display()
+    );
+    let stats = cri
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("stats of an exited container")
+        .into_inner()
+        .stats
+        .expect("stats");
+    assert!(
+        stats
+            .writable_layer
+            .is_some_and(|l| l.inodes_used.is_some())
+    );
 
     let listed = cri
         .list_containers(ListContainersRequest { filter: None })

@@ -22,6 +22,13 @@ pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
             tracing::warn!(container_id = %id, error = %e, "cannot watch monitor");
         }
         drop(watched);
+        // An exited container's rootfs serves no one: release it before the
+        // exit is published (as containerd does when a task ends), so that
+        // RemoveContainer, whenever it comes, only moves files. Its writable
+        // layer stays for ContainerStats and for the removal.
+        if let Err(e) = daemon.images.unmount_rootfs(&id).await {
+            tracing::warn!(container_id = %id, error = %e, "unmount the rootfs of an exited container");
+        }
         if let Err(e) = record_exit(&daemon, &id, &runtime).await {
             tracing::error!(container_id = %id, error = %e, "recording container exit failed");
         }

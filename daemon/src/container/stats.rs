@@ -1,13 +1,16 @@
 //! ContainerStats and PodSandboxStats: CPU and memory from the cgroups the
 //! processes are in (v1 or v2, see `super::cgroup`), writable-layer usage
-//! from the container's upper directory.
+//! from the container's upper directory. Those are file reads and a walk of
+//! every writable layer: they run on blocking threads, or a node's worth of
+//! them (60 ms for 500 containers) would hold an async worker and every
+//! request queued behind it.
 
 use k8s_cri::v1::{
     ContainerAttributes, ContainerConfig, ContainerFilter, ContainerStats, ContainerStatsFilter,
     CpuUsage, FilesystemIdentifier, FilesystemUsage, LinuxPodSandboxStats, MemoryUsage,
     PodSandboxAttributes, PodSandboxStats, PodSandboxStatsFilter, UInt64Value,
 };
-use pier_storage::{ContainerRecord, SandboxRecord};
+use pier_storage::{ContainerRecord, ImageStore, SandboxRecord};
 
 use super::cgroup::{Cgroup, Detail};
 use super::{ContainerRuntime, RUNNING, config_of, select};
@@ -40,7 +43,7 @@ fn usage(cgroup: &Cgroup) -> (Option<CpuUsage>, Option<MemoryUsage>) {
     (cpu, memory)
 }
 
-fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats {
+fn container_stats(images: &ImageStore, record: &ContainerRecord) -> ContainerStats {
     let config = config_of(record);
     let runtime = ContainerRuntime::from_record(record);
     let alive = record.state == RUNNING
@@ -50,7 +53,7 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
         Some(cgroup) => usage(&cgroup),
         None => (None, None),
     };
-    let (upper, layer) = daemon.images.writable_layer(&record.id).unwrap_or_default();
+    let (upper, layer) = images.writable_layer(&record.id).unwrap_or_default();
     ContainerStats {
         attributes: Some(ContainerAttributes {
             id: record.id.clone(),
@@ -75,7 +78,8 @@ fn container_stats(daemon: &Daemon, record: &ContainerRecord) -> ContainerStats 
 /// ContainerStats for one container.
 pub async fn one(daemon: &Daemon, id: &str) -> Result<ContainerStats, Error> {
     let record = daemon.require_container(id).await?;
-    Ok(container_stats(daemon, &record))
+    let images = daemon.images.clone();
+    Ok(tokio::task::spawn_blocking(move || container_stats(&images, &record)).await?)
 }
 
 /// ListContainerStats: the containers the filter selects.
@@ -91,10 +95,14 @@ pub async fn many(
     });
     // One scan of the table, not one lookup per listed container.
     let selected = select(daemon, filter).await?;
-    Ok(selected
-        .iter()
-        .map(|(record, _)| container_stats(daemon, record))
-        .collect())
+    let images = daemon.images.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        selected
+            .iter()
+            .map(|(record, _)| container_stats(&images, record))
+            .collect()
+    })
+    .await?)
 }
 
 /// PodSandboxStats: the pod's cgroup parent when kubelet gave one, and its containers.
@@ -105,13 +113,14 @@ pub async fn pod(daemon: &Daemon, id: &str) -> Result<PodSandboxStats, Error> {
         ..Default::default()
     };
     let containers = select(daemon, Some(filter)).await?;
-    Ok(pod_stats(daemon, &record, &containers))
+    let images = daemon.images.clone();
+    Ok(tokio::task::spawn_blocking(move || pod_stats(&images, &record, &containers)).await?)
 }
 
 /// The stats of one pod, from its row and the selected container rows
 /// (those of other pods are skipped).
 fn pod_stats(
-    daemon: &Daemon,
+    images: &ImageStore,
     record: &SandboxRecord,
     containers: &[(ContainerRecord, ContainerConfig)],
 ) -> PodSandboxStats {
@@ -119,7 +128,7 @@ fn pod_stats(
     let containers: Vec<ContainerStats> = containers
         .iter()
         .filter(|(c, _)| c.sandbox_id == record.id)
-        .map(|(c, _)| container_stats(daemon, c))
+        .map(|(c, _)| container_stats(images, c))
         .collect();
     let parent = config
         .linux
@@ -206,7 +215,7 @@ pub async fn pods(
         state: None,
         label_selector: f.label_selector,
     });
-    let selected: Vec<String> = crate::sandbox::list(daemon, filter)
+    let selected: std::collections::HashSet<String> = crate::sandbox::list(daemon, filter)
         .await?
         .into_iter()
         .map(|p| p.id)
@@ -214,9 +223,13 @@ pub async fn pods(
     // Each table is read once for the whole list.
     let sandboxes = daemon.db(|db| db.sandboxes()).await?;
     let containers = select(daemon, None).await?;
-    Ok(sandboxes
-        .iter()
-        .filter(|s| selected.contains(&s.id))
-        .map(|s| pod_stats(daemon, s, &containers))
-        .collect())
+    let images = daemon.images.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        sandboxes
+            .iter()
+            .filter(|s| selected.contains(&s.id))
+            .map(|s| pod_stats(&images, s, &containers))
+            .collect()
+    })
+    .await?)
 }

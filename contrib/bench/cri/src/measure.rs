@@ -297,9 +297,10 @@ pub async fn run(
         })
         .await;
 
+    tokio::time::sleep(SETTLE).await;
     let idle = procs::pss_kb(daemon_pid, dir);
     let (ids, _) = sleeper_pods(&mut cri, image, pods, "mem").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     let loaded = procs::pss_kb(daemon_pid, dir);
     crate::probes::remove_pods(&mut cri, ids).await;
     Figures {
@@ -310,6 +311,12 @@ pub async fn run(
         memory: (idle, loaded),
     }
 }
+
+/// How long a runtime is left alone before its memory is read: both return
+/// what a burst freed on their own schedule (pierd trims its heap every
+/// 5 s, Go's scavenger works in the background), so each gets the same
+/// settling time after the calls before it.
+const SETTLE: Duration = Duration::from_secs(6);
 
 pub fn percentile(values: &[Duration], p: f64) -> Duration {
     let mut sorted = values.to_vec();
