@@ -65,17 +65,42 @@ pub fn use_sibling_binaries() {
     }
 }
 
-/// A process's resident and proportional set sizes in kB, from
-/// `/proc/PID/smaps_rollup`.
-pub fn rss_pss_kb(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
+/// A process's memory in kB, from `/proc/PID/smaps_rollup`: resident,
+/// proportional, and the anonymous part of the proportional (heap and
+/// stacks, as opposed to the pages of its binary and libraries, which the
+/// kernel can drop and read again).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    pub rss: u64,
+    pub pss: u64,
+    pub pss_anon: u64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Self {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            rss: field("Rss:"),
+            pss: field("Pss:"),
+            pss_anon: field("Pss_Anon:"),
+        }
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {} PSS {} (anonymous {}) kB",
+            self.rss, self.pss, self.pss_anon
+        )
+    }
 }
 
 /// The private directory of a test pierd (the parent of its state root).

@@ -21,12 +21,15 @@ use std::time::Duration;
 
 use k8s_cri::v1::{ImageSpec as CriImage, PullImageRequest};
 use pier_cri_bench::measure::ms;
-use pier_cri_bench::{arg, containerd::Containerd, flag, pierd_dir, use_sibling_binaries};
+use pier_cri_bench::{Memory, arg, containerd::Containerd, flag, pierd_dir, use_sibling_binaries};
 use pier_tests::load::{self, LoadOptions, LoadReport};
 use pier_tests::{Cri, ImageSpec, Pierd, Registry, TestNetwork};
 
 /// Distinct images PullImage draws from, besides the containers' own.
 const PULL_IMAGES: usize = 3;
+
+/// Quiet time before pierd's memory is read (it trims its heap every 5 s).
+const SETTLE: Duration = Duration::from_secs(6);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
@@ -64,7 +67,11 @@ async fn main() -> ExitCode {
     pull(pier.socket(), &[&pause, &busybox]).await;
     eprintln!("load on pier: {clients} clients, {ops} calls, seed {seed}...");
     let pid = pier.pid().unwrap_or(0);
+    tokio::time::sleep(SETTLE).await;
+    let before = Memory::of(pid);
     let on_pier = load::run(pier.socket(), &pierd_dir(&pier), pid, &options).await;
+    tokio::time::sleep(SETTLE).await;
+    let after = Memory::of(pid);
     drop(pier);
 
     let on_containerd = if flag("pier-only") {
@@ -84,6 +91,13 @@ async fn main() -> ExitCode {
     };
 
     print(&options, &on_pier, on_containerd.as_ref());
+    // Everything the load made is removed by then: what pierd still holds
+    // beyond its state before is what the load left in it.
+    println!(
+        "\npierd before the load: {before}\npierd {} s after it (all removed): {after}; PSS {:.2}x",
+        SETTLE.as_secs(),
+        after.pss as f64 / before.pss.max(1) as f64
+    );
     let mut failed = verdict("pier", &on_pier, true);
     if let Some(report) = &on_containerd {
         failed |= verdict("containerd", report, false);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::*;
 use pier_cri_bench::measure::ms;
 use pier_cri_bench::procs::pss_kb;
-use pier_cri_bench::{arg, containerd::Containerd, flag, pierd_dir, rss_pss_kb};
+use pier_cri_bench::{Memory, arg, containerd::Containerd, flag, pierd_dir};
 use pier_tests::workload::{self, Runtime, container, pod, pod_security};
 use pier_tests::{Cri, Pierd, Registry, TestNetwork};
 
@@ -49,31 +49,30 @@ async fn main() {
     .await;
     workload::pull(&pier, &image).await;
     let pid = pier.pid().unwrap_or(0);
-    let (idle_rss, idle_pss) = rss_pss_kb(pid);
+    // pierd trims its heap every 5 s: read it settled, as after the fill.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let idle = Memory::of(pid);
     eprintln!("starting {pods} pods x {per_pod} containers on pier...");
     let started = Instant::now();
     fill(pier.socket(), &image, logs.path(), pods, per_pod).await;
     let fill_time = started.elapsed();
     // Let exit watchers, stats caches and allocators settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let mut cri = pier.cri().await.runtime;
     let pids = container_pids(&mut cri).await;
     assert_eq!(pids.len(), total, "containers running on pier");
-    let (rss, pss) = rss_pss_kb(pid);
+    let loaded = Memory::of(pid);
     let with_monitors = pss_kb(pid, &pierd_dir(&pier));
     let (list, list_stats) = list_times(&mut cri, total).await;
     drop(cri);
 
     println!("\n{pods} pods x {per_pod} containers = {total} running containers");
     println!("filled in {:.1} s", fill_time.as_secs_f64());
-    println!(
-        "pierd memory, kB: idle RSS {idle_rss} PSS {idle_pss}; with {total} containers \
-         RSS {rss} PSS {pss}"
-    );
+    println!("pierd memory: idle {idle}; with {total} containers {loaded}");
     println!(
         "PSS of pierd and every process it keeps (monitors, no workload), kB: {with_monitors} \
          ({} per container)",
-        with_monitors.saturating_sub(idle_pss) / total.max(1) as u64
+        with_monitors.saturating_sub(idle.pss) / total.max(1) as u64
     );
     println!(
         "pier ListContainers p50 {} ms, ListContainerStats p50 {} ms ({LIST_CALLS} calls each)",
@@ -94,10 +93,10 @@ async fn main() {
             again, pids,
             "the containers and their pids after restart {round}"
         );
-        let (rss, pss) = rss_pss_kb(pier.pid().unwrap_or(0));
+        let memory = Memory::of(pier.pid().unwrap_or(0));
         println!(
             "restart {round} after SIGKILL: serving {} ms, ready (RuntimeReady, {total} listed \
-             running) {} ms, every pid from ContainerStatus {} ms; pierd RSS {rss} PSS {pss} kB",
+             running) {} ms, every pid from ContainerStatus {} ms; pierd {memory}",
             ms(serving),
             ms(ready),
             ms(with_pids)
