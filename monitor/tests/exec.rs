@@ -165,7 +165,20 @@ fn streaming_exec_forwards(opts: Opts) {
 
 #[test]
 fn streaming_tty_exec_resizes() {
-    let c = Container::create("exectty", Opts::sh("sleep 1000"));
+    streaming_tty_exec_resizes_in(Opts::sh("sleep 1000"));
+}
+
+#[test]
+fn native_streaming_tty_exec_resizes() {
+    streaming_tty_exec_resizes_in(Opts {
+        native_exec: true,
+        ..Opts::sh("sleep 1000")
+    });
+}
+
+fn streaming_tty_exec_resizes_in(opts: Opts) {
+    let native = opts.native_exec;
+    let c = Container::create("exectty", opts);
     c.start();
     let argv = ["/bin/sh", "-c", "sleep 0.5; stty size"]
         .map(String::from)
@@ -184,15 +197,41 @@ fn streaming_tty_exec_resizes() {
         .err()
         .map(|e| e.to_string());
     assert!(err.unwrap_or_default().contains("no tty exec"));
+    // The native path served it, where it was asked to.
+    let log = c.monitor_err();
+    assert!(
+        !(native && log.contains("exec runs through the runtime")),
+        "{log}"
+    );
 }
 
 #[test]
 fn streaming_exec_ends_when_its_client_goes_away() {
-    let c = Container::create("exechup", Opts::sh("sleep 1000"));
+    streaming_exec_ends_without_client(Opts::sh("sleep 1000"), 1000);
+}
+
+#[test]
+fn native_streaming_exec_ends_when_its_client_goes_away() {
+    streaming_exec_ends_without_client(
+        Opts {
+            native_exec: true,
+            ..Opts::sh("sleep 1000")
+        },
+        1001,
+    );
+}
+
+/// `secs` tells this test's shells from those of the other variant,
+/// which may run at the same time.
+fn streaming_exec_ends_without_client(opts: Opts, secs: u32) {
+    let native = opts.native_exec;
+    let c = Container::create("exechup", opts);
     c.start();
+    // The bracket keeps pgrep from counting itself.
+    let pattern = format!("read x && sleep {}[{}]", secs / 10, secs % 10);
     let count = || {
         let out = std::process::Command::new("pgrep")
-            .args(["-c", "-f", "read x && sleep 100[0]"])
+            .args(["-c", "-f", &pattern])
             .output();
         out.map(|o| {
             String::from_utf8_lossy(&o.stdout)
@@ -205,13 +244,16 @@ fn streaming_exec_ends_when_its_client_goes_away() {
     // An interactive shell waiting on stdin, on a pipe and on a pty, and
     // one that ignores its stdin and SIGHUP.
     let streams: Vec<_> = [
-        (false, "read x && sleep 1000"),
-        (true, "read x && sleep 1000"),
-        (false, "trap '' HUP; sleep 1000 || read x && sleep 1000"),
+        (false, format!("read x && sleep {secs}")),
+        (true, format!("read x && sleep {secs}")),
+        (
+            false,
+            format!("trap '' HUP; sleep {secs} || read x && sleep {secs}"),
+        ),
     ]
     .into_iter()
     .map(|(tty, script)| {
-        let argv = ["/bin/sh", "-c", script].map(String::from).to_vec();
+        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script];
         c.client()
             .exec_stream(argv, vec![], tty, true, Duration::ZERO)
             .expect("exec_stream")
@@ -233,4 +275,9 @@ fn streaming_exec_ends_when_its_client_goes_away() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(c.client().status().expect("status").running);
+    let log = c.monitor_err();
+    assert!(
+        !(native && log.contains("exec runs through the runtime")),
+        "{log}"
+    );
 }

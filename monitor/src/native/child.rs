@@ -59,6 +59,8 @@ pub struct Plan<'a> {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// Stdio is a pty's slave, to become the controlling terminal.
+    pub tty: bool,
 }
 
 /// A step that failed, for the report.
@@ -135,6 +137,20 @@ fn process(plan: &Plan<'_>) -> Result<std::convert::Infallible, Failure> {
     let profile = plan.profile;
     reset_signals();
     stdio(plan).map_err(|e| Failure::setup("set up stdio", e))?;
+    // As runc's nsexec: every exec'd process leads a session of its own
+    // (the monitor's session lies outside the container), and a tty exec
+    // gets its pty as the controlling terminal, its own process group in
+    // the foreground (so Ctrl-C reaches it).
+    nix::unistd::setsid().map_err(|e| Failure::setup("setsid", e))?;
+    if plan.tty {
+        // SAFETY: ioctl with integer arguments on the process's own fd 0.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(Failure::setup(
+                "set controlling terminal",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
     // Everything but stdio closes at exec; the report pipe already does.
     // SAFETY: close_range with integer arguments only.
     let rc = unsafe {
