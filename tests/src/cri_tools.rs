@@ -159,14 +159,16 @@ impl Crictl {
     }
 
     /// Starts `crictl <args>` on a terminal of its own (util-linux `script`
-    /// runs it on a pty whose input is script's piped stdin).
-    pub fn spawn_on_terminal(&self, args: &[&str]) -> Background {
+    /// runs it on a pty whose input is script's piped stdin), `rows` by
+    /// `cols` characters large.
+    pub fn spawn_on_terminal(&self, args: &[&str], (rows, cols): (u16, u16)) -> Background {
         let line = self
             .argv(args)
             .iter()
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
+        let line = format!("stty rows {rows} cols {cols} && {line}");
         let mut command = Command::new("script");
         command.args(["-qfec", &line, "/dev/null"]);
         for var in ENDPOINT_VARS {

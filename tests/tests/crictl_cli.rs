@@ -35,7 +35,7 @@ struct Operator {
     network: TestNetwork,
     work: tempfile::TempDir,
     pod_config: PathBuf,
-    _pierd: Pierd,
+    pierd: Pierd,
     cgroup_parent: CgroupParent,
     _registry: Registry,
 }
@@ -68,7 +68,7 @@ impl Operator {
             network,
             pod_config: work.path().join("pod.json"),
             work,
-            _pierd: pierd,
+            pierd,
             cgroup_parent: CgroupParent::new("crictl"),
             _registry: registry,
         })
@@ -403,9 +403,14 @@ impl Operator {
         );
     }
 
-    /// `crictl exec -it`: a shell on a terminal, typed into.
+    /// `crictl exec -it`: a shell on a terminal, typed into: it gets a pty
+    /// of the container's own, crictl's window size, job control (Ctrl-C
+    /// interrupts what runs in the foreground, not the session), and its
+    /// exit code comes back. pierd's default starts it natively.
     fn exec_on_a_terminal(&self, id: &str) {
-        let mut shell = self.crictl.spawn_on_terminal(&["exec", "-it", id, "sh"]);
+        let mut shell = self
+            .crictl
+            .spawn_on_terminal(&["exec", "-it", id, "sh"], (41, 97));
         shell.wait_for_text("# ", WAIT);
         shell.write(b"echo $((6*7))\n");
         shell.wait_for(
@@ -413,15 +418,57 @@ impl Operator {
             |out| out.lines().any(|l| l.trim() == "42"),
             WAIT,
         );
-        shell.write(b"tty\n");
+        shell.write(b"tty; ls /dev/pts\n");
         shell.wait_for(
             "a pty from tty",
             |out| out.lines().any(|l| l.trim().starts_with("/dev/pts/")),
             WAIT,
         );
-        shell.write(b"exit\n");
+        let out = shell.stdout();
+        let tty = out
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("/dev/pts/"))
+            .unwrap_or_default()
+            .to_owned();
+        shell.wait_for(
+            "the pty in the container's own /dev/pts",
+            |out| out.lines().any(|l| l.split_whitespace().any(|n| n == tty)),
+            WAIT,
+        );
+        shell.write(b"stty size\n");
+        shell.wait_for(
+            "crictl's window size",
+            |out| out.lines().any(|l| l.trim() == "41 97"),
+            WAIT,
+        );
+        // A path, so that busybox runs it as a process of its own.
+        shell.write(b"/bin/sleep 1000\n");
+        // Typed once the shell runs the sleep: Ctrl-C goes to the
+        // terminal's foreground process group.
+        std::thread::sleep(Duration::from_millis(500));
+        shell.write(b"\x03");
+        std::thread::sleep(Duration::from_millis(300));
+        shell.write(b"echo \"interrupted: $?\"\n");
+        shell.wait_for_text("interrupted: 130", WAIT);
+        shell.write(b"exit 3\n");
         let status = shell.wait(WAIT);
-        assert!(status.success(), "crictl exec -it ended with {status}");
+        assert!(
+            !status.success(),
+            "crictl exec -it of exit 3 ended with {status}"
+        );
+        let log = std::fs::read_to_string(
+            self.pierd
+                .runroot()
+                .join("containers")
+                .join(id)
+                .join("monitor.log"),
+        )
+        .unwrap_or_default();
+        assert!(
+            !log.contains("exec runs through the runtime"),
+            "crictl exec -it did not take the native path: {log}"
+        );
     }
 
     /// `crictl attach -i` to a container that echoes its stdin.
