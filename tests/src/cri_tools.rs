@@ -423,3 +423,23 @@ pub fn table(text: &str) -> Vec<Row> {
         .map(|line| header.iter().cloned().zip(cells(line)).collect())
         .collect()
 }
+
+/// The row of `rows` whose `column` is `value`, failing the test without one.
+pub fn row<'a>(rows: &'a [Row], column: &str, value: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r.get(column).map(String::as_str) == Some(value))
+        .unwrap_or_else(|| panic!("no row with {column} {value:?} in {rows:#?}"))
+}
+
+/// Whether a row of `rows` has `value` in `column`.
+pub fn has_row(rows: &[Row], column: &str, value: &str) -> bool {
+    rows.iter()
+        .any(|r| r.get(column).map(String::as_str) == Some(value))
+}
+
+/// The `column` of `row`, failing the test without one.
+pub fn cell<'a>(row: &'a Row, column: &str) -> &'a str {
+    row.get(column)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("no {column} in {row:?}"))
+}

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pier_tests::cgroups::CgroupParent;
-use pier_tests::cri_tools::{self, Crictl, Row};
+use pier_tests::cri_tools::{self, Crictl, cell, has_row, row};
 use pier_tests::{ImageSpec, Pierd, PierdOptions, PushedImage, Registry, TestNetwork, free_port};
 use serde_json::json;
 
@@ -82,24 +82,6 @@ fn short(id: &str) -> &str {
 
 fn is_id(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The row of `rows` whose `column` is `value`, failing the test without one.
-fn row<'a>(rows: &'a [Row], column: &str, value: &str) -> &'a Row {
-    rows.iter()
-        .find(|r| r.get(column).map(String::as_str) == Some(value))
-        .unwrap_or_else(|| panic!("no row with {column} {value:?} in {rows:#?}"))
-}
-
-fn has_row(rows: &[Row], column: &str, value: &str) -> bool {
-    rows.iter()
-        .any(|r| r.get(column).map(String::as_str) == Some(value))
-}
-
-fn cell<'a>(row: &'a Row, column: &str) -> &'a str {
-    row.get(column)
-        .map(String::as_str)
-        .unwrap_or_else(|| panic!("no {column} in {row:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,9 +435,15 @@ impl Operator {
         shell.wait_for_text("interrupted: 130", WAIT);
         shell.write(b"exit 3\n");
         let status = shell.wait(WAIT);
+        // crictl reports the code (on its terminal) and fails.
         assert!(
             !status.success(),
             "crictl exec -it of exit 3 ended with {status}"
+        );
+        let out = shell.stdout();
+        assert!(
+            out.contains("command terminated with exit code 3"),
+            "crictl exec -it of exit 3: {out}"
         );
         let log = std::fs::read_to_string(
             self.pierd
