@@ -281,3 +281,89 @@ fn streaming_exec_ends_without_client(opts: Opts, secs: u32) {
         "{log}"
     );
 }
+
+#[test]
+fn native_tty_exec_opens_only_the_containers_ptmx_device() {
+    // A container may make its /dev/ptmx anything; here it leads to its
+    // /dev/null, which the monitor (outside the devices cgroup) must not
+    // open for the process.
+    let c = Container::create(
+        "execptmx",
+        Opts {
+            native_exec: true,
+            ..Opts::sh("ln -sf /dev/null /dev/ptmx && echo linked && exec sleep 1000")
+        },
+    );
+    c.start();
+    c.wait_for_log("linked", Duration::from_secs(20));
+    for _ in 0..2 {
+        let argv = ["/bin/true"].map(String::from).to_vec();
+        // runc, where the exec falls back to, finds no ptmx there either.
+        let started = c
+            .client()
+            .exec_stream(argv, vec![], true, false, Duration::ZERO);
+        assert!(started.is_err(), "a tty exec got a pty from /dev/null");
+    }
+    let log = c.monitor_err();
+    let fallback = "tty exec runs through the runtime for this container: \
+                    the container's /dev/ptmx is not the ptmx device";
+    assert_eq!(log.matches(fallback).count(), 1, "said once: {log}");
+    assert!(log.contains("device 1:3"), "{log}");
+    // Other execs stay native.
+    let r = c
+        .client()
+        .exec(vec!["/bin/true".into()], vec![], Duration::ZERO)
+        .expect("exec");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let log = c.monitor_err();
+    assert_eq!(
+        log.matches("exec runs through the runtime").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn native_exec_takes_the_specs_rlimits_and_umask_as_runc_exec_does() {
+    // Values neither the monitor nor runc would have by themselves.
+    let c = Container::create(
+        "execlimits",
+        Opts {
+            native_exec: true,
+            spec: Some(|spec| {
+                spec["process"]["rlimits"] =
+                    serde_json::json!([{ "type": "RLIMIT_NOFILE", "soft": 333, "hard": 444 }]);
+                spec["process"]["user"]["umask"] = serde_json::json!(0o027);
+            }),
+            ..Opts::sh("sleep 1000")
+        },
+    );
+    c.start();
+    let probe = |via_runtime| {
+        let script = "cat /proc/$$/limits; umask".to_owned();
+        let r = c
+            .client()
+            .exec_request(pier_proto::monitor::Exec {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                via_runtime,
+                ..Default::default()
+            })
+            .expect("exec");
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let (runc, native) = (probe(true), probe(false));
+    assert_eq!(runc, native);
+    let open_files = native
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        open_files.as_deref(),
+        Some(&["Max", "open", "files", "333", "444", "files"][..])
+    );
+    // runc exec does not apply the spec's umask (only the init gets it).
+    assert_ne!(runc.lines().last(), Some("0027"));
+    let log = c.monitor_err();
+    assert!(!log.contains("exec runs through the runtime"), "{log}");
+}

@@ -169,9 +169,9 @@ fn process(plan: &Plan<'_>) -> Result<std::convert::Infallible, Failure> {
     if profile.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(|e| Failure::setup("set no_new_privs", e))?;
     }
-    if let Some(mask) = profile.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
+    // No umask from the profile: runc 1.1's exec leaves the spec's umask
+    // to the container's init, and the process keeps its parent's (the
+    // monitor's, which runc exec would inherit too).
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: before
     // the capabilities go. With it, as late as possible (below).
     if let (Some(filter), false) = (plan.filter, profile.no_new_privileges) {
