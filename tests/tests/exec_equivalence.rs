@@ -9,8 +9,8 @@
 //! Each probe runs a second time on a pty (a streaming tty exec, as
 //! `kubectl exec -it` makes), adding its terminal's name pattern, owner,
 //! mode, window size and settings, and its session and controlling
-//! terminal; and the exit codes of `exit 3` and of Ctrl-C on the terminal
-//! must come back the same.
+//! terminal; and the exit codes of `exit 3`, of Ctrl-C on the terminal
+//! and of a binary that does not exist must come back the same.
 //! Each container of the matrix must also be served natively (the monitor
 //! logs a fallback), or the native path is not what was compared.
 //!
@@ -227,9 +227,14 @@ fn tty_probe(dir: &Path, id: &str, via_runtime: bool) -> String {
     out
 }
 
-/// The exit codes of a tty exec that exits 3 and of one interrupted by
-/// Ctrl-C on its terminal (where it ends at all).
-type TtyCodes = (Result<i32, String>, Result<i32, String>);
+/// The exit codes of a tty exec that exits 3, of one interrupted by
+/// Ctrl-C on its terminal (where it ends at all), and of one whose binary
+/// does not exist.
+type TtyCodes = (
+    Result<i32, String>,
+    Result<i32, String>,
+    Result<i32, String>,
+);
 
 fn tty_exit_codes(dir: &Path, via_runtime: bool) -> TtyCodes {
     let exit = TtyExec::start(dir, &["sh", "-c", "exit 3"], via_runtime).finish();
@@ -240,7 +245,8 @@ fn tty_exit_codes(dir: &Path, via_runtime: bool) -> TtyCodes {
     );
     sleeper.wait_for("ready");
     sleeper.send(b"\x03");
-    (exit.1, sleeper.finish().1)
+    let missing = TtyExec::start(dir, &["/no/such/binary"], via_runtime).finish();
+    (exit.1, sleeper.finish().1, missing.1)
 }
 
 /// The lines that differ, each as `runc | native`.
@@ -511,7 +517,7 @@ async fn native_exec_is_indistinguishable_from_runc_exec() {
         }
         assert_eq!(
             codes_runc,
-            (Ok(3), Ok(130)),
+            (Ok(3), Ok(130), Ok(255)),
             "{}: tty exit codes through runc",
             case.name
         );
