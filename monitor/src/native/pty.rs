@@ -123,3 +123,24 @@ fn openat2_in_root(root: &OwnedFd, path: &str, flags: libc::c_int) -> io::Result
     // SAFETY: a fresh fd, ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pty_from_a_processs_root_is_a_terminal_pair() {
+        // Our own root stands in for a container's: its /dev/ptmx is the
+        // node's ptmx.
+        let pty = open_in(std::process::id() as i32).expect("pty");
+        assert!(nix::unistd::isatty(&pty.slave).expect("isatty"));
+        let st = nix::sys::stat::fstat(&pty.slave).expect("fstat slave");
+        // Unix98 pty slaves have majors 136 to 143.
+        assert!((136..=143).contains(&libc::major(st.st_rdev)), "{st:?}");
+        // What is written to the slave reads back from the master.
+        nix::unistd::write(&pty.slave, b"x").expect("write slave");
+        let mut buf = [0u8; 8];
+        let n = nix::unistd::read(&pty.master, &mut buf).expect("read master");
+        assert_eq!(&buf[..n], b"x");
+    }
+}
