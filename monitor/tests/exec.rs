@@ -367,3 +367,41 @@ fn native_exec_takes_the_specs_rlimits_and_umask_as_runc_exec_does() {
     let log = c.monitor_err();
     assert!(!log.contains("exec runs through the runtime"), "{log}");
 }
+
+#[test]
+fn native_tty_exec_resolves_the_containers_ptmx_link_inside_the_container() {
+    // An absolute link: resolved from the node's root it would be the
+    // node's devpts, and the process would get a pty its container does
+    // not have.
+    let c = Container::create(
+        "execptmxlink",
+        Opts {
+            native_exec: true,
+            ..Opts::sh("ln -sf /dev/pts/ptmx /dev/ptmx && echo linked && exec sleep 1000")
+        },
+    );
+    c.start();
+    c.wait_for_log("linked", Duration::from_secs(20));
+    let script = "stat -c 'owner %u:%g' \"$(tty)\" && ls /dev/pts && tty";
+    let argv = ["/bin/sh", "-c", script].map(String::from).to_vec();
+    let (_, s) = c
+        .client()
+        .exec_stream(argv, vec![], true, false, Duration::ZERO)
+        .expect("exec_stream");
+    let (out, _, code) = read_stream(s);
+    let out = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+    assert_eq!(code, Some(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let tty = lines
+        .last()
+        .and_then(|l| l.strip_prefix("/dev/pts/"))
+        .unwrap_or_else(|| panic!("no pty in {out}"));
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .any(|l| l.split_whitespace().any(|n| n == tty)),
+        "pty {tty} is not in the container's /dev/pts: {out}"
+    );
+    let log = c.monitor_err();
+    assert!(!log.contains("exec runs through the runtime"), "{log}");
+}
