@@ -20,7 +20,7 @@ use pier_proto::monitor::{Exec, ExecResult, StartFailure};
 use pier_proto::{EXEC_OUTPUT_MAX, attach, files};
 
 use crate::control::Conn;
-use crate::native::{Init, Native, Outcome};
+use crate::native::{Init, Native, Outcome, Pty};
 use crate::terminal::ConsoleSocket;
 use crate::{proc_tree, runtime, sys};
 
@@ -111,8 +111,8 @@ impl ExecSession {
     }
 
     /// Starts the request's process: natively where the container's
-    /// profile allows it and the request does not ask for the runtime (a
-    /// tty exec always does, for now), else with `runc exec`.
+    /// profile allows it and the request does not ask for the runtime,
+    /// else with `runc exec`.
     pub fn start(
         cfg: &MonitorArgs,
         native: &mut Native,
@@ -125,11 +125,15 @@ impl ExecSession {
             return Err(ExecError::EmptyArgv);
         }
         let tty = req.stream && req.tty;
-        if !tty
-            && !req.via_runtime
-            && let Some(session) = Self::start_native(cfg, native, init, id, conn, req)?
-        {
-            return Ok(session);
+        if !req.via_runtime {
+            let session = if tty {
+                Self::start_native_tty(cfg, native, init, id, conn, req)
+            } else {
+                Self::start_native(cfg, native, init, id, conn, req)?
+            };
+            if let Some(session) = session {
+                return Ok(session);
+            }
         }
         let mut session = Self::new(cfg, id, conn, req);
         let pidfile = session.pidfile.clone();
@@ -260,18 +264,59 @@ impl ExecSession {
             (None, OwnedFd::from(in_r))
         };
         let stdio = [stdin_fd.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        let outcome = native.start(cfg, init, &req.argv, &req.env, stdio);
+        let outcome = native.start(cfg, init, &req.argv, &req.env, stdio, false);
         // Our copies of the process's ends must close, or EOF never comes.
         drop((stdin_fd, out_w, err_w));
+        Ok(Self::native(cfg, id, conn, req, outcome, |session| {
+            session.stdout = Some(File::from(OwnedFd::from(out_r)));
+            session.stderr = Some(File::from(OwnedFd::from(err_r)));
+            session.stdin = stdin_keep;
+        }))
+    }
+
+    /// The native path of a tty exec, on a pty from the container's own
+    /// devpts: `None` when it goes through the runtime. As with runc, the
+    /// master carries output and stdin (where asked for); there is no
+    /// separate stderr.
+    fn start_native_tty(
+        cfg: &MonitorArgs,
+        native: &mut Native,
+        init: Init,
+        id: u64,
+        conn: u64,
+        req: &Exec,
+    ) -> Option<Self> {
+        let Pty { master, slave } = native.open_pty(cfg, init)?;
+        let stdio = [slave.as_raw_fd(); 3];
+        let outcome = native.start(cfg, init, &req.argv, &req.env, stdio, true);
+        // Our copy of the slave must close, or the master never sees the
+        // end of the process's output.
+        drop(slave);
+        Self::native(cfg, id, conn, req, outcome, |session| {
+            let master = File::from(master);
+            session.stdin = req.stdin.then(|| master.try_clone().ok()).flatten();
+            session.pty = master.try_clone().ok();
+            session.stdout = Some(master);
+        })
+    }
+
+    /// The session of a native start: `streams` attaches the monitor's
+    /// ends to a started process.
+    fn native(
+        cfg: &MonitorArgs,
+        id: u64,
+        conn: u64,
+        req: &Exec,
+        outcome: Outcome,
+        streams: impl FnOnce(&mut Self),
+    ) -> Option<Self> {
         let mut session = Self::new(cfg, id, conn, req);
         match outcome {
-            Outcome::Runtime => return Ok(None),
+            Outcome::Runtime => return None,
             Outcome::Started { pid } => {
                 session.detached = true;
                 session.proc_pid = Some(pid);
-                session.stdout = Some(File::from(OwnedFd::from(out_r)));
-                session.stderr = Some(File::from(OwnedFd::from(err_r)));
-                session.stdin = stdin_keep;
+                streams(&mut session);
                 for f in [
                     session.stdout.as_ref(),
                     session.stderr.as_ref(),
@@ -288,7 +333,7 @@ impl ExecSession {
                 session.exit_code = Some(RUNC_EXEC_FAILED);
             }
         }
-        Ok(Some(session))
+        Some(session)
     }
 
     /// Read what is available on one of the pipes: kept (collect mode) or

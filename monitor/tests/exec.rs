@@ -165,7 +165,20 @@ fn streaming_exec_forwards(opts: Opts) {
 
 #[test]
 fn streaming_tty_exec_resizes() {
-    let c = Container::create("exectty", Opts::sh("sleep 1000"));
+    streaming_tty_exec_resizes_in(Opts::sh("sleep 1000"));
+}
+
+#[test]
+fn native_streaming_tty_exec_resizes() {
+    streaming_tty_exec_resizes_in(Opts {
+        native_exec: true,
+        ..Opts::sh("sleep 1000")
+    });
+}
+
+fn streaming_tty_exec_resizes_in(opts: Opts) {
+    let native = opts.native_exec;
+    let c = Container::create("exectty", opts);
     c.start();
     let argv = ["/bin/sh", "-c", "sleep 0.5; stty size"]
         .map(String::from)
@@ -184,15 +197,41 @@ fn streaming_tty_exec_resizes() {
         .err()
         .map(|e| e.to_string());
     assert!(err.unwrap_or_default().contains("no tty exec"));
+    // The native path served it, where it was asked to.
+    let log = c.monitor_err();
+    assert!(
+        !(native && log.contains("exec runs through the runtime")),
+        "{log}"
+    );
 }
 
 #[test]
 fn streaming_exec_ends_when_its_client_goes_away() {
-    let c = Container::create("exechup", Opts::sh("sleep 1000"));
+    streaming_exec_ends_without_client(Opts::sh("sleep 1000"), 1000);
+}
+
+#[test]
+fn native_streaming_exec_ends_when_its_client_goes_away() {
+    streaming_exec_ends_without_client(
+        Opts {
+            native_exec: true,
+            ..Opts::sh("sleep 1000")
+        },
+        1001,
+    );
+}
+
+/// `secs` tells this test's shells from those of the other variant,
+/// which may run at the same time.
+fn streaming_exec_ends_without_client(opts: Opts, secs: u32) {
+    let native = opts.native_exec;
+    let c = Container::create("exechup", opts);
     c.start();
+    // The bracket keeps pgrep from counting itself.
+    let pattern = format!("read x && sleep {}[{}]", secs / 10, secs % 10);
     let count = || {
         let out = std::process::Command::new("pgrep")
-            .args(["-c", "-f", "read x && sleep 100[0]"])
+            .args(["-c", "-f", &pattern])
             .output();
         out.map(|o| {
             String::from_utf8_lossy(&o.stdout)
@@ -205,13 +244,16 @@ fn streaming_exec_ends_when_its_client_goes_away() {
     // An interactive shell waiting on stdin, on a pipe and on a pty, and
     // one that ignores its stdin and SIGHUP.
     let streams: Vec<_> = [
-        (false, "read x && sleep 1000"),
-        (true, "read x && sleep 1000"),
-        (false, "trap '' HUP; sleep 1000 || read x && sleep 1000"),
+        (false, format!("read x && sleep {secs}")),
+        (true, format!("read x && sleep {secs}")),
+        (
+            false,
+            format!("trap '' HUP; sleep {secs} || read x && sleep {secs}"),
+        ),
     ]
     .into_iter()
     .map(|(tty, script)| {
-        let argv = ["/bin/sh", "-c", script].map(String::from).to_vec();
+        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script];
         c.client()
             .exec_stream(argv, vec![], tty, true, Duration::ZERO)
             .expect("exec_stream")
@@ -233,4 +275,133 @@ fn streaming_exec_ends_when_its_client_goes_away() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(c.client().status().expect("status").running);
+    let log = c.monitor_err();
+    assert!(
+        !(native && log.contains("exec runs through the runtime")),
+        "{log}"
+    );
+}
+
+#[test]
+fn native_tty_exec_opens_only_the_containers_ptmx_device() {
+    // A container may make its /dev/ptmx anything; here it leads to its
+    // /dev/null, which the monitor (outside the devices cgroup) must not
+    // open for the process.
+    let c = Container::create(
+        "execptmx",
+        Opts {
+            native_exec: true,
+            ..Opts::sh("ln -sf /dev/null /dev/ptmx && echo linked && exec sleep 1000")
+        },
+    );
+    c.start();
+    c.wait_for_log("linked", Duration::from_secs(20));
+    for _ in 0..2 {
+        let argv = ["/bin/true"].map(String::from).to_vec();
+        // runc, where the exec falls back to, finds no ptmx there either.
+        let started = c
+            .client()
+            .exec_stream(argv, vec![], true, false, Duration::ZERO);
+        assert!(started.is_err(), "a tty exec got a pty from /dev/null");
+    }
+    let log = c.monitor_err();
+    let fallback = "tty exec runs through the runtime for this container: \
+                    the container's /dev/ptmx is not the ptmx device";
+    assert_eq!(log.matches(fallback).count(), 1, "said once: {log}");
+    assert!(log.contains("device 1:3"), "{log}");
+    // Other execs stay native.
+    let r = c
+        .client()
+        .exec(vec!["/bin/true".into()], vec![], Duration::ZERO)
+        .expect("exec");
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let log = c.monitor_err();
+    assert_eq!(
+        log.matches("exec runs through the runtime").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn native_exec_takes_the_specs_rlimits_and_umask_as_runc_exec_does() {
+    // Values neither the monitor nor runc would have by themselves.
+    let c = Container::create(
+        "execlimits",
+        Opts {
+            native_exec: true,
+            spec: Some(|spec| {
+                spec["process"]["rlimits"] =
+                    serde_json::json!([{ "type": "RLIMIT_NOFILE", "soft": 333, "hard": 444 }]);
+                spec["process"]["user"]["umask"] = serde_json::json!(0o027);
+            }),
+            ..Opts::sh("sleep 1000")
+        },
+    );
+    c.start();
+    let probe = |via_runtime| {
+        let script = "cat /proc/$$/limits; umask".to_owned();
+        let r = c
+            .client()
+            .exec_request(pier_proto::monitor::Exec {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                via_runtime,
+                ..Default::default()
+            })
+            .expect("exec");
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let (runc, native) = (probe(true), probe(false));
+    assert_eq!(runc, native);
+    let open_files = native
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        open_files.as_deref(),
+        Some(&["Max", "open", "files", "333", "444", "files"][..])
+    );
+    // runc exec does not apply the spec's umask (only the init gets it).
+    assert_ne!(runc.lines().last(), Some("0027"));
+    let log = c.monitor_err();
+    assert!(!log.contains("exec runs through the runtime"), "{log}");
+}
+
+#[test]
+fn native_tty_exec_resolves_the_containers_ptmx_link_inside_the_container() {
+    // An absolute link: resolved from the node's root it would be the
+    // node's devpts, and the process would get a pty its container does
+    // not have.
+    let c = Container::create(
+        "execptmxlink",
+        Opts {
+            native_exec: true,
+            ..Opts::sh("ln -sf /dev/pts/ptmx /dev/ptmx && echo linked && exec sleep 1000")
+        },
+    );
+    c.start();
+    c.wait_for_log("linked", Duration::from_secs(20));
+    let script = "stat -c 'owner %u:%g' \"$(tty)\" && ls /dev/pts && tty";
+    let argv = ["/bin/sh", "-c", script].map(String::from).to_vec();
+    let (_, s) = c
+        .client()
+        .exec_stream(argv, vec![], true, false, Duration::ZERO)
+        .expect("exec_stream");
+    let (out, _, code) = read_stream(s);
+    let out = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+    assert_eq!(code, Some(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let tty = lines
+        .last()
+        .and_then(|l| l.strip_prefix("/dev/pts/"))
+        .unwrap_or_else(|| panic!("no pty in {out}"));
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .any(|l| l.split_whitespace().any(|n| n == tty)),
+        "pty {tty} is not in the container's /dev/pts: {out}"
+    );
+    let log = c.monitor_err();
+    assert!(!log.contains("exec runs through the runtime"), "{log}");
 }

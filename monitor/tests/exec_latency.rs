@@ -111,3 +111,80 @@ fn exec_latency_report() {
     );
     println!("  monitor RSS after: {} kB", c.monitor_rss_kb());
 }
+
+/// User plus system CPU of `pid` and of its reaped children, in ticks.
+fn cpu_ticks_with_children(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (11..=14)
+        .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// A streaming tty exec (kubectl exec -it) of /bin/true, through runc exec
+/// and natively (and, for scale, a native one without a tty), in
+/// alternating blocks of N so that load drifts hit all: time to the EXIT
+/// frame, and the CPU of the monitor and everything it started (runc exec,
+/// runc init, the process) per exec.
+#[test]
+#[ignore]
+fn tty_exec_latency_report() {
+    let c = Container::create(
+        "ttylat",
+        Opts {
+            native_exec: true,
+            ..Opts::sh("sleep 1000")
+        },
+    );
+    c.start();
+    let block = |via_runtime: bool, tty: bool| -> (Duration, u64) {
+        let cpu0 = cpu_ticks_with_children(c.monitor_pid);
+        let times = (0..N)
+            .map(|_| {
+                let t = Instant::now();
+                let (_, mut s) = c
+                    .client()
+                    .exec_stream_request(pier_proto::monitor::Exec {
+                        argv: vec!["/bin/true".into()],
+                        stream: true,
+                        tty,
+                        via_runtime,
+                        ..Default::default()
+                    })
+                    .expect("tty exec");
+                let mut code = None;
+                while let Ok(Some((kind, data))) = pier_proto::attach::read_frame(&mut s) {
+                    if kind == pier_proto::attach::EXIT {
+                        code = data
+                            .get(..4)
+                            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                    }
+                }
+                assert_eq!(code, Some(0));
+                t.elapsed()
+            })
+            .collect();
+        let ticks = cpu_ticks_with_children(c.monitor_pid) - cpu0;
+        (median(times), ticks)
+    };
+    println!("streaming exec of /bin/true, median of {N} per block, CPU per exec:");
+    for round in 1..=2 {
+        let paths = [
+            ("tty, runc exec", true, true),
+            ("tty, native   ", false, true),
+            ("no tty, native", false, false),
+        ];
+        for (name, via_runtime, tty) in paths {
+            let (m, ticks) = block(via_runtime, tty);
+            // 100 ticks a second: 10 ms each.
+            let cpu_ms = ticks as f64 * 10.0 / N as f64;
+            println!("  round {round} {name}: {m:?}, {cpu_ms:.1} ms CPU");
+        }
+    }
+    assert!(
+        !c.monitor_err().contains("exec runs through the runtime"),
+        "{}",
+        c.monitor_err()
+    );
+}

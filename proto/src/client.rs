@@ -123,7 +123,7 @@ impl Client {
     /// `resize_exec`) and the connection, now carrying attach frames for
     /// the process, ending with an EXIT frame.
     pub fn exec_stream(
-        mut self,
+        self,
         argv: Vec<String>,
         env: Vec<String>,
         tty: bool,
@@ -131,7 +131,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<(u64, UnixStream), ClientError> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let req = monitor::Exec {
+        self.exec_stream_request(monitor::Exec {
             argv,
             timeout_ms,
             env,
@@ -139,7 +139,15 @@ impl Client {
             tty,
             stdin,
             via_runtime: false,
-        };
+        })
+    }
+
+    /// Start a streaming exec as `req` describes it (`stream` set), as
+    /// [`Client::exec_stream`] does.
+    pub fn exec_stream_request(
+        mut self,
+        req: monitor::Exec,
+    ) -> Result<(u64, UnixStream), ClientError> {
         match self.call(Request::Exec(req))? {
             Response::ExecStarted(s) => Ok((s.exec_id, self.stream)),
             other => Err(ClientError::Unexpected(Some(other))),

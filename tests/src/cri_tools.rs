@@ -159,14 +159,16 @@ impl Crictl {
     }
 
     /// Starts `crictl <args>` on a terminal of its own (util-linux `script`
-    /// runs it on a pty whose input is script's piped stdin).
-    pub fn spawn_on_terminal(&self, args: &[&str]) -> Background {
+    /// runs it on a pty whose input is script's piped stdin), `rows` by
+    /// `cols` characters large.
+    pub fn spawn_on_terminal(&self, args: &[&str], (rows, cols): (u16, u16)) -> Background {
         let line = self
             .argv(args)
             .iter()
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
+        let line = format!("stty rows {rows} cols {cols} && {line}");
         let mut command = Command::new("script");
         command.args(["-qfec", &line, "/dev/null"]);
         for var in ENDPOINT_VARS {
@@ -420,4 +422,24 @@ pub fn table(text: &str) -> Vec<Row> {
     lines
         .map(|line| header.iter().cloned().zip(cells(line)).collect())
         .collect()
+}
+
+/// The row of `rows` whose `column` is `value`, failing the test without one.
+pub fn row<'a>(rows: &'a [Row], column: &str, value: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r.get(column).map(String::as_str) == Some(value))
+        .unwrap_or_else(|| panic!("no row with {column} {value:?} in {rows:#?}"))
+}
+
+/// Whether a row of `rows` has `value` in `column`.
+pub fn has_row(rows: &[Row], column: &str, value: &str) -> bool {
+    rows.iter()
+        .any(|r| r.get(column).map(String::as_str) == Some(value))
+}
+
+/// The `column` of `row`, failing the test without one.
+pub fn cell<'a>(row: &'a Row, column: &str) -> &'a str {
+    row.get(column)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("no {column} in {row:?}"))
 }

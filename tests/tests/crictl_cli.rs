@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pier_tests::cgroups::CgroupParent;
-use pier_tests::cri_tools::{self, Crictl, Row};
+use pier_tests::cri_tools::{self, Crictl, cell, has_row, row};
 use pier_tests::{ImageSpec, Pierd, PierdOptions, PushedImage, Registry, TestNetwork, free_port};
 use serde_json::json;
 
@@ -35,7 +35,7 @@ struct Operator {
     network: TestNetwork,
     work: tempfile::TempDir,
     pod_config: PathBuf,
-    _pierd: Pierd,
+    pierd: Pierd,
     cgroup_parent: CgroupParent,
     _registry: Registry,
 }
@@ -68,7 +68,7 @@ impl Operator {
             network,
             pod_config: work.path().join("pod.json"),
             work,
-            _pierd: pierd,
+            pierd,
             cgroup_parent: CgroupParent::new("crictl"),
             _registry: registry,
         })
@@ -82,24 +82,6 @@ fn short(id: &str) -> &str {
 
 fn is_id(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// The row of `rows` whose `column` is `value`, failing the test without one.
-fn row<'a>(rows: &'a [Row], column: &str, value: &str) -> &'a Row {
-    rows.iter()
-        .find(|r| r.get(column).map(String::as_str) == Some(value))
-        .unwrap_or_else(|| panic!("no row with {column} {value:?} in {rows:#?}"))
-}
-
-fn has_row(rows: &[Row], column: &str, value: &str) -> bool {
-    rows.iter()
-        .any(|r| r.get(column).map(String::as_str) == Some(value))
-}
-
-fn cell<'a>(row: &'a Row, column: &str) -> &'a str {
-    row.get(column)
-        .map(String::as_str)
-        .unwrap_or_else(|| panic!("no {column} in {row:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,9 +385,14 @@ impl Operator {
         );
     }
 
-    /// `crictl exec -it`: a shell on a terminal, typed into.
+    /// `crictl exec -it`: a shell on a terminal, typed into: it gets a pty
+    /// of the container's own, crictl's window size, job control (Ctrl-C
+    /// interrupts what runs in the foreground, not the session), and its
+    /// exit code comes back. pierd's default starts it natively.
     fn exec_on_a_terminal(&self, id: &str) {
-        let mut shell = self.crictl.spawn_on_terminal(&["exec", "-it", id, "sh"]);
+        let mut shell = self
+            .crictl
+            .spawn_on_terminal(&["exec", "-it", id, "sh"], (41, 97));
         shell.wait_for_text("# ", WAIT);
         shell.write(b"echo $((6*7))\n");
         shell.wait_for(
@@ -413,15 +400,63 @@ impl Operator {
             |out| out.lines().any(|l| l.trim() == "42"),
             WAIT,
         );
-        shell.write(b"tty\n");
+        shell.write(b"tty; ls /dev/pts\n");
         shell.wait_for(
             "a pty from tty",
             |out| out.lines().any(|l| l.trim().starts_with("/dev/pts/")),
             WAIT,
         );
-        shell.write(b"exit\n");
+        let out = shell.stdout();
+        let tty = out
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("/dev/pts/"))
+            .unwrap_or_default()
+            .to_owned();
+        shell.wait_for(
+            "the pty in the container's own /dev/pts",
+            |out| out.lines().any(|l| l.split_whitespace().any(|n| n == tty)),
+            WAIT,
+        );
+        shell.write(b"stty size\n");
+        shell.wait_for(
+            "crictl's window size",
+            |out| out.lines().any(|l| l.trim() == "41 97"),
+            WAIT,
+        );
+        // A path, so that busybox runs it as a process of its own.
+        shell.write(b"/bin/sleep 1000\n");
+        // Typed once the shell runs the sleep: Ctrl-C goes to the
+        // terminal's foreground process group.
+        std::thread::sleep(Duration::from_millis(500));
+        shell.write(b"\x03");
+        std::thread::sleep(Duration::from_millis(300));
+        shell.write(b"echo \"interrupted: $?\"\n");
+        shell.wait_for_text("interrupted: 130", WAIT);
+        shell.write(b"exit 3\n");
         let status = shell.wait(WAIT);
-        assert!(status.success(), "crictl exec -it ended with {status}");
+        // crictl reports the code (on its terminal) and fails.
+        assert!(
+            !status.success(),
+            "crictl exec -it of exit 3 ended with {status}"
+        );
+        let out = shell.stdout();
+        assert!(
+            out.contains("command terminated with exit code 3"),
+            "crictl exec -it of exit 3: {out}"
+        );
+        let log = std::fs::read_to_string(
+            self.pierd
+                .runroot()
+                .join("containers")
+                .join(id)
+                .join("monitor.log"),
+        )
+        .unwrap_or_default();
+        assert!(
+            !log.contains("exec runs through the runtime"),
+            "crictl exec -it did not take the native path: {log}"
+        );
     }
 
     /// `crictl attach -i` to a container that echoes its stdin.

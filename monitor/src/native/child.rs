@@ -59,6 +59,8 @@ pub struct Plan<'a> {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// Stdio is a pty's slave, to become the controlling terminal.
+    pub tty: bool,
 }
 
 /// A step that failed, for the report.
@@ -135,6 +137,20 @@ fn process(plan: &Plan<'_>) -> Result<std::convert::Infallible, Failure> {
     let profile = plan.profile;
     reset_signals();
     stdio(plan).map_err(|e| Failure::setup("set up stdio", e))?;
+    // As runc's nsexec: every exec'd process leads a session of its own
+    // (the monitor's session lies outside the container), and a tty exec
+    // gets its pty as the controlling terminal, its own process group in
+    // the foreground (so Ctrl-C reaches it).
+    nix::unistd::setsid().map_err(|e| Failure::setup("setsid", e))?;
+    if plan.tty {
+        // SAFETY: ioctl with integer arguments on the process's own fd 0.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(Failure::setup(
+                "set controlling terminal",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
     // Everything but stdio closes at exec; the report pipe already does.
     // SAFETY: close_range with integer arguments only.
     let rc = unsafe {
@@ -153,9 +169,9 @@ fn process(plan: &Plan<'_>) -> Result<std::convert::Infallible, Failure> {
     if profile.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(|e| Failure::setup("set no_new_privs", e))?;
     }
-    if let Some(mask) = profile.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
+    // No umask from the profile: runc 1.1's exec leaves the spec's umask
+    // to the container's init, and the process keeps its parent's (the
+    // monitor's, which runc exec would inherit too).
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: before
     // the capabilities go. With it, as late as possible (below).
     if let (Some(filter), false) = (plan.filter, profile.no_new_privileges) {

@@ -10,6 +10,7 @@
 
 mod cgroups;
 mod child;
+mod pty;
 mod seccomp;
 
 use std::collections::HashSet;
@@ -29,6 +30,7 @@ use pier_proto::{files, proc_stat};
 use prost::Message;
 
 use child::{CapSets, Plan, RECORD_ERROR, RECORD_PID};
+pub use pty::Pty;
 
 /// Longest the monitor waits for an exec'd process to be set up and exec.
 /// Setup is a handful of syscalls; only an exec that hangs (a binary on a
@@ -67,6 +69,9 @@ pub enum Outcome {
 #[derive(Default)]
 pub struct Native {
     state: State,
+    /// Tty execs go through the runtime (said once in the log): no pty
+    /// could be made in the container's devpts.
+    tty_off: bool,
 }
 
 #[derive(Default)]
@@ -86,15 +91,9 @@ struct Ready {
 }
 
 impl Native {
-    /// Starts `argv` natively with the given stdio, or says to use runc.
-    pub fn start(
-        &mut self,
-        cfg: &MonitorArgs,
-        init: Init,
-        argv: &[String],
-        env: &[String],
-        stdio: [RawFd; 3],
-    ) -> Outcome {
+    /// Loads the container's profile on first use; whether execs can be
+    /// started natively.
+    fn ready(&mut self, cfg: &MonitorArgs, init: Init) -> bool {
         if matches!(self.state, State::Unloaded) {
             self.state = match load(cfg, init) {
                 Ok(ready) => State::On(Box::new(ready)),
@@ -104,10 +103,44 @@ impl Native {
                 }
             };
         }
+        matches!(self.state, State::On(_))
+    }
+
+    /// A pty for a tty exec, in the container's devpts; `None` when tty
+    /// execs go through the runtime.
+    pub fn open_pty(&mut self, cfg: &MonitorArgs, init: Init) -> Option<Pty> {
+        if !self.ready(cfg, init) || self.tty_off {
+            return None;
+        }
+        match pty::open_in(init.pid) {
+            Ok(pty) => Some(pty),
+            Err(why) => {
+                crate::diag!("tty exec runs through the runtime for this container: {why}");
+                self.tty_off = true;
+                None
+            }
+        }
+    }
+
+    /// Starts `argv` natively with the given stdio, or says to use runc.
+    /// With `tty`, stdin is a pty's slave, which becomes the process's
+    /// controlling terminal.
+    pub fn start(
+        &mut self,
+        cfg: &MonitorArgs,
+        init: Init,
+        argv: &[String],
+        env: &[String],
+        stdio: [RawFd; 3],
+        tty: bool,
+    ) -> Outcome {
+        if !self.ready(cfg, init) {
+            return Outcome::Runtime;
+        }
         let State::On(ready) = &self.state else {
             return Outcome::Runtime;
         };
-        match spawn(ready, cfg, init, argv, env, stdio) {
+        match spawn(ready, cfg, init, argv, env, stdio, tty) {
             Ok(outcome) => outcome,
             Err(Fallback(why)) => {
                 crate::diag!("exec runs through the runtime for this container: {why}");
@@ -193,6 +226,7 @@ fn spawn(
     argv: &[String],
     env: &[String],
     stdio: [RawFd; 3],
+    tty: bool,
 ) -> Result<Outcome, Fallback> {
     // The init's pid is ours until we reap it; the start time proves it is
     // still the container's init (not a pid reused after the reap).
@@ -231,6 +265,7 @@ fn spawn(
         stdin: stdio[0],
         stdout: stdio[1],
         stderr: stdio[2],
+        tty,
     };
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Fallback(format!("pipe: {e}")))?;

@@ -35,6 +35,8 @@ pub struct Opts {
     /// Write an exec profile beside config.json, as pierd does, so the
     /// monitor starts exec'd processes itself.
     pub native_exec: bool,
+    /// Changes to `runc spec`'s config, made before the exec profile.
+    pub spec: Option<fn(&mut serde_json::Value)>,
 }
 
 impl Opts {
@@ -48,6 +50,7 @@ impl Opts {
             extra: Vec::new(),
             via_fake_daemon: false,
             native_exec: false,
+            spec: None,
         }
     }
 }
@@ -109,6 +112,9 @@ pub fn make_bundle(dir: &Path, id: &str, o: &Opts) -> PathBuf {
     if let Some(limit) = o.memory_limit {
         spec["linux"]["resources"]["memory"] = json!({ "limit": limit, "swap": limit });
     }
+    if let Some(edit) = o.spec {
+        edit(&mut spec);
+    }
     fs::write(&path, serde_json::to_vec_pretty(&spec).expect("json")).expect("write spec");
     if o.native_exec {
         write_exec_profile(&bundle, &spec);
@@ -165,6 +171,7 @@ fn write_exec_profile(bundle: &Path, spec: &serde_json::Value) {
         rlimits,
         env: strings(&p["env"]),
         cwd: p["cwd"].as_str().unwrap_or("/").into(),
+        umask: p["user"]["umask"].as_u64().map(|u| u as u32),
         ..Default::default()
     };
     fs::write(
