@@ -104,9 +104,25 @@ impl ExitWatch {
         self.sender(id).subscribe()
     }
 
+    /// Whether the container's exit has been published (without making a
+    /// channel for a container nobody waits on).
+    pub fn is_published(&self, id: &str) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.get(id).is_some_and(|c| c.borrow().is_some())
+    }
+
     /// Records the container's exit for everyone waiting on it.
     pub fn publish(&self, id: &str, status: ExitStatus) {
         self.sender(id).send_replace(Some(status));
+    }
+
+    /// How many containers have a channel.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Drops the channel of a removed container.

@@ -113,10 +113,13 @@ pub async fn record_exit(
         other => other?,
     };
     tracing::info!(container_id = %id, exit_code = status.exit_code, reason, "container exited");
+    let Some(sandbox_id) = sandbox_id else {
+        // Removed before its exit was read: nobody waits on it any more,
+        // and a channel made now would outlive the container.
+        return Ok(());
+    };
     daemon.exits.publish(id, status);
-    if let Some(sandbox_id) = sandbox_id {
-        let stopped = ContainerEventType::ContainerStoppedEvent;
-        daemon.events.emit(daemon, &sandbox_id, id, stopped).await;
-    }
+    let stopped = ContainerEventType::ContainerStoppedEvent;
+    daemon.events.emit(daemon, &sandbox_id, id, stopped).await;
     Ok(())
 }

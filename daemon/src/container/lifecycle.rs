@@ -160,7 +160,7 @@ pub async fn discard(daemon: &Daemon, id: &str, runtime: &ContainerRuntime) {
     // Once the exit is published, the exit watcher deletes the runtime's
     // state (runc keeps it in `<root>/<id>`); a second delete here would
     // only race it. What neither reaches, the next startup sweeps.
-    let exit_known = daemon.exits.subscribe(id).borrow().is_some();
+    let exit_known = daemon.exits.is_published(id);
     let has_state = runtime.runtime_root.join(id).exists();
     if has_state && !exit_known && !runtime.runtime.as_os_str().is_empty() {
         let _ = daemon

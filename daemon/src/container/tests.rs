@@ -241,3 +241,30 @@ async fn restart_records_a_container_started_before_a_crash_recorded_it() {
         "a container never started stays created"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn removed_containers_leave_no_exit_channel_behind() {
+    let t = TestDaemon::new().await;
+    let pod = t.pod("web").await;
+    let stopped = t.container(&pod, "stopped", RUNNING, &["SIGKILL"]);
+    super::stop(&t.daemon, &stopped, 0).await.expect("stop");
+    super::remove(&t.daemon, &stopped).await.expect("remove");
+    assert_eq!(t.daemon.exits.len(), 0, "removal forgets the channel");
+    // An exit read after the removal (the monitor of a container removed
+    // before it started ends last): nothing waits on it, nothing is kept.
+    let (late, runtime) = t.stored_container(&pod, "late", CREATED, &[]);
+    let row = late.clone();
+    t.daemon
+        .db(move |db| db.delete_container(&row))
+        .await
+        .expect("delete the row");
+    t.host.exit(&late, 137);
+    super::exits::record_exit(&t.daemon, &late, &runtime)
+        .await
+        .expect("record the exit of a removed container");
+    assert_eq!(
+        t.daemon.exits.len(),
+        0,
+        "an exit channel outlived its container"
+    );
+}
