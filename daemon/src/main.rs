@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(&config),
         Some(Command::PinNamespaces(_)) => ExitCode::SUCCESS,
         None => {
+            pierd::memory::limit_arenas();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

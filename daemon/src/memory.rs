@@ -19,6 +19,23 @@ const INTERVAL: Duration = Duration::from_secs(5);
 /// Free memory held back by the allocator worth a trim.
 const THRESHOLD: usize = 1 << 20;
 
+/// glibc gives each thread that meets contention an arena of its own, up
+/// to eight per core, and a chunk freed by another thread goes back to the
+/// arena it came from: with tokio's blocking threads handing buffers to the
+/// async workers, every arena ends up holding scattered free chunks that no
+/// trim can return. Two arenas (one per async worker's side) keep that in
+/// check; pierd's allocations are few and small next to its I/O. Call it
+/// before any thread starts.
+#[cfg(target_env = "gnu")]
+pub fn limit_arenas() {
+    // SAFETY: mallopt only changes the allocator's tuning; no thread
+    // allocates concurrently this early.
+    unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2) };
+}
+
+#[cfg(not(target_env = "gnu"))]
+pub fn limit_arenas() {}
+
 /// Runs for as long as pierd does.
 pub async fn trim_periodically() {
     let mut ticks = tokio::time::interval(INTERVAL);
