@@ -118,7 +118,7 @@ impl ExitWatch {
 
     /// How many containers have a channel.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn channels(&self) -> usize {
         self.channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())

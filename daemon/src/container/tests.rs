@@ -249,7 +249,7 @@ async fn removed_containers_leave_no_exit_channel_behind() {
     let stopped = t.container(&pod, "stopped", RUNNING, &["SIGKILL"]);
     super::stop(&t.daemon, &stopped, 0).await.expect("stop");
     super::remove(&t.daemon, &stopped).await.expect("remove");
-    assert_eq!(t.daemon.exits.len(), 0, "removal forgets the channel");
+    assert_eq!(t.daemon.exits.channels(), 0, "removal forgets the channel");
     // An exit read after the removal (the monitor of a container removed
     // before it started ends last): nothing waits on it, nothing is kept.
     let (late, runtime) = t.stored_container(&pod, "late", CREATED, &[]);
@@ -263,7 +263,7 @@ async fn removed_containers_leave_no_exit_channel_behind() {
         .await
         .expect("record the exit of a removed container");
     assert_eq!(
-        t.daemon.exits.len(),
+        t.daemon.exits.channels(),
         0,
         "an exit channel outlived its container"
     );
