@@ -6,6 +6,8 @@
 //! left unterminated when the container exits is already in the log as `P`,
 //! which is what kubelet's reader expects). Records are batched in one
 //! buffer and written with few write(2) calls; never fsync'd on the hot path.
+//! Their writeback is started every few MiB ([`crate::writeback`]), so the
+//! fsync at exit waits for little.
 //!
 //! Counters of what was written, dropped and split go to the log counters
 //! file ([`pier_proto::log_stats`]) at most once a second while output
@@ -20,11 +22,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use pier_proto::log_stats::LogStats;
 
-use crate::sys::memchr;
+use crate::sys::{self, memchr};
 use crate::timestamp;
+use crate::writeback::Writeback;
 
 /// Records are written once this much is batched.
 const FLUSH_AT: usize = 256 * 1024;
@@ -72,6 +76,7 @@ pub struct CriLog {
     last_ts: i64,
     stats_written_ts: i64,
     stats_dirty: bool,
+    writeback: Writeback,
 }
 
 impl CriLog {
@@ -100,6 +105,7 @@ impl CriLog {
             last_ts: 0,
             stats_written_ts: 0,
             stats_dirty: false,
+            writeback: Writeback::new(size),
         })
     }
 
@@ -214,6 +220,7 @@ impl CriLog {
         match res {
             Ok(()) => {
                 self.stats.written_bytes += self.out.len() as u64;
+                self.start_writeback();
                 if self.failing {
                     self.failing = false;
                     crate::diag!("log {}: writes succeed again", self.path.display());
@@ -247,6 +254,29 @@ impl CriLog {
                 "log {}: cannot trim to the size limit: {e}",
                 self.path.display()
             );
+        }
+    }
+
+    /// Start the writeback of what the last flushes wrote, once enough has
+    /// piled up.
+    fn start_writeback(&mut self) {
+        let Some(file) = &self.file else { return };
+        let began = Instant::now();
+        let Some((offset, len)) = self.writeback.due(self.size, began) else {
+            return;
+        };
+        match sys::start_writeback(file, offset, len) {
+            Ok(()) => self.writeback.took(began, Instant::now()),
+            Err(e) => {
+                // A log that is a pipe or a device has no pages to write back.
+                if e.raw_os_error() != Some(libc::ESPIPE) {
+                    crate::diag!(
+                        "log {}: cannot start its writeback: {e}",
+                        self.path.display()
+                    );
+                }
+                self.writeback.failed();
+            }
         }
     }
 
@@ -318,6 +348,7 @@ impl CriLog {
         let file = open_append(&self.path)?;
         self.size = file.metadata()?.len();
         self.file = Some(file);
+        self.writeback.reset(self.size);
         self.failing = false;
         self.torn = false;
         Ok(())
@@ -365,6 +396,7 @@ impl CriLog {
         fs::rename(&tmp, &self.path)?;
         self.file = Some(open_append(&self.path)?);
         self.size = copied;
+        self.writeback.reset(copied);
         Ok(())
     }
 }
@@ -493,6 +525,49 @@ mod tests {
         log.push(Stream::Stdout, b"later\n", 5);
         log.flush();
         assert_eq!(contents(&log).matches("were lost").count(), 1);
+    }
+
+    /// Records of ten-byte lines until the file holds at least `bytes`, one
+    /// flush per 66 kB of output, as the monitor flushes once per wakeup.
+    fn fill(log: &mut CriLog, bytes: u64) {
+        let chunk = b"0123456789\n".repeat(6000);
+        while log.size < bytes {
+            log.push(Stream::Stdout, &chunk, 5);
+            log.flush();
+        }
+    }
+
+    #[test]
+    fn writeback_is_started_every_few_mib_as_the_log_grows() {
+        let (_d, mut log) = log_with(100, 0);
+        fill(&mut log, crate::writeback::EVERY / 2);
+        assert_eq!(log.writeback.state(), (0, true));
+        fill(&mut log, 2 * crate::writeback::EVERY + 1);
+        let (started_to, on) = log.writeback.state();
+        assert!(on, "writeback start failed on a regular file");
+        // Started, and nothing older than the last few MiB is left for the
+        // fsync at exit.
+        assert!(
+            started_to >= crate::writeback::EVERY
+                && started_to + crate::writeback::EVERY > log.size
+                && started_to <= log.size,
+            "started to {started_to} of {}",
+            log.size
+        );
+        // Rotation: the new file is counted from its own start.
+        let rotated = log.path.with_extension("1");
+        fs::rename(&log.path, &rotated).unwrap_or_else(|e| panic!("{e}"));
+        log.reopen().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(log.writeback.state(), (0, true));
+    }
+
+    #[test]
+    fn a_log_that_is_not_a_regular_file_gets_no_writeback_and_still_works() {
+        let mut log =
+            CriLog::open(Path::new("/dev/null"), 100, 0).unwrap_or_else(|e| panic!("{e}"));
+        fill(&mut log, crate::writeback::EVERY + 1);
+        assert!(!log.writeback.state().1);
+        assert_eq!(log.dropped(), 0);
     }
 
     #[test]
