@@ -33,6 +33,9 @@ use crate::writeback::Writeback;
 /// Records are written once this much is batched.
 const FLUSH_AT: usize = 256 * 1024;
 
+/// `<timestamp> <stdout|stderr> <F|P> `: what precedes a record's content.
+const HEAD_LEN: usize = timestamp::LEN + 10;
+
 /// Least time between two writes of the counters file while output flows.
 const STATS_EVERY_NS: i64 = 1_000_000_000;
 
@@ -148,17 +151,19 @@ impl CriLog {
         if data.is_empty() {
             return;
         }
-        let ts = timestamp::format(ts_ns);
+        // Every record of this read starts the same but for its F or P.
+        let mut head = [b' '; HEAD_LEN];
+        head[..timestamp::LEN].copy_from_slice(&timestamp::format(ts_ns));
+        head[timestamp::LEN + 1..timestamp::LEN + 7].copy_from_slice(stream.tag());
         self.last_ts = ts_ns;
         let mut rest = data;
         while !rest.is_empty() {
-            let (line, complete, next) = match memchr(b'\n', rest) {
-                Some(i) => (&rest[..i], true, &rest[i + 1..]),
-                None => (rest, false, &rest[rest.len()..]),
+            let (len, complete) = match memchr(b'\n', rest) {
+                Some(i) => (i, true),
+                None => (rest.len(), false),
             };
-            let mut piece = line;
             let open = &mut self.open_line[stream as usize];
-            open.0 = open.0.saturating_add(line.len());
+            open.0 = open.0.saturating_add(len);
             if open.0 > self.max_line && !open.1 {
                 open.1 = true;
                 self.stats.split_lines += 1;
@@ -167,35 +172,43 @@ impl CriLog {
             if complete {
                 *open = (0, false);
             }
+            let mut piece = &rest[..len];
             while piece.len() > self.max_line {
-                let (head, tail) = piece.split_at(self.max_line);
-                self.record(&ts, stream, b'P', head);
+                let (part, tail) = piece.split_at(self.max_line);
+                self.record(&mut head, b'P', part, false);
                 piece = tail;
             }
-            // An empty remainder after full-size pieces still ends the line.
+            // An empty remainder after full-size pieces still ends the line;
+            // its newline is copied with it.
             if complete {
-                self.record(&ts, stream, b'F', piece);
-            } else if !piece.is_empty() {
-                self.record(&ts, stream, b'P', piece);
+                let end = len + 1;
+                self.record(&mut head, b'F', &rest[end - 1 - piece.len()..end], true);
+                rest = &rest[end..];
+            } else {
+                if !piece.is_empty() {
+                    self.record(&mut head, b'P', piece, false);
+                }
+                rest = &[];
             }
-            rest = next;
         }
     }
 
-    fn record(&mut self, ts: &[u8; timestamp::LEN], stream: Stream, kind: u8, content: &[u8]) {
-        let need = timestamp::LEN + 10 + content.len();
+    /// Append one record: `head` with its kind set, then `body`, which ends
+    /// with the line's own newline when `has_newline`.
+    fn record(&mut self, head: &mut [u8; HEAD_LEN], kind: u8, body: &[u8], has_newline: bool) {
+        let need = HEAD_LEN + body.len() + 1;
         if self.out.len() + need > FLUSH_AT && !self.out.is_empty() {
             self.flush();
         }
         if self.out.capacity() == 0 {
             self.out.reserve(FLUSH_AT.max(need));
         }
-        self.out.extend_from_slice(ts);
-        self.out.push(b' ');
-        self.out.extend_from_slice(stream.tag());
-        self.out.extend_from_slice(&[b' ', kind, b' ']);
-        self.out.extend_from_slice(content);
-        self.out.push(b'\n');
+        head[HEAD_LEN - 2] = kind;
+        self.out.extend_from_slice(head);
+        self.out.extend_from_slice(body);
+        if !has_newline {
+            self.out.push(b'\n');
+        }
     }
 
     /// Write everything batched. On failure the batch is dropped and
@@ -287,7 +300,7 @@ impl CriLog {
             "pier: {} bytes of log records were lost: the log could not be written ({})",
             self.lost, self.lost_cause
         );
-        let mut record = Vec::with_capacity(timestamp::LEN + 10 + text.len());
+        let mut record = Vec::with_capacity(HEAD_LEN + text.len() + 1);
         record.extend_from_slice(&timestamp::format(self.last_ts));
         record.extend_from_slice(b" stderr F ");
         record.extend_from_slice(text.as_bytes());
@@ -446,6 +459,67 @@ mod tests {
         .map(|r| format!("{TS} {r}\n"))
         .collect::<String>();
         assert_eq!(contents(&log), want);
+    }
+
+    /// Whatever the reads and the maximum, the records give back each
+    /// stream byte for byte, every newline as the end of an F record, and
+    /// no record is longer than the maximum.
+    #[test]
+    fn records_rebuild_the_output_for_any_reads_and_maximum() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..200 {
+            let max_line = 1 + next(20) as usize;
+            let (_d, mut log) = log_with(max_line, 0);
+            let mut sent: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+            for _ in 0..1 + next(30) {
+                let stream = if next(3) == 0 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                let data: Vec<u8> = (0..next(60))
+                    .map(|_| {
+                        if next(8) == 0 {
+                            b'\n'
+                        } else {
+                            b'a' + next(26) as u8
+                        }
+                    })
+                    .collect();
+                log.push(stream, &data, 5);
+                sent[stream as usize].extend_from_slice(&data);
+            }
+            log.flush();
+            let text = fs::read(&log.path).unwrap_or_default();
+            let mut got: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+            for rec in text.split_inclusive(|&b| b == b'\n') {
+                let rest = rec
+                    .strip_prefix(format!("{TS} ").as_bytes())
+                    .unwrap_or_else(|| panic!("round {round}: bad record {rec:?}"));
+                let (stream, rest) = match rest.split_at(7) {
+                    (b"stdout ", r) => (0, r),
+                    (b"stderr ", r) => (1, r),
+                    _ => panic!("round {round}: bad stream in {rec:?}"),
+                };
+                let (kind, content) = (rest[0], &rest[2..rest.len() - 1]);
+                assert_eq!(rest[1], b' ');
+                assert!(content.len() <= max_line, "round {round}: {rec:?}");
+                assert!(!content.contains(&b'\n'), "round {round}: {rec:?}");
+                got[stream].extend_from_slice(content);
+                match kind {
+                    b'F' => got[stream].push(b'\n'),
+                    b'P' => {}
+                    _ => panic!("round {round}: bad kind in {rec:?}"),
+                }
+            }
+            assert_eq!(got, sent, "round {round}, max {max_line}");
+        }
     }
 
     #[test]
