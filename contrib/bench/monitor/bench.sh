@@ -22,14 +22,15 @@ PIER_MONITOR=${PIER_MONITOR:-$ROOT_DIR/target/release/pier-monitor}
 CONMON=${CONMON:-/usr/bin/conmon}
 RUNC=${RUNC:-/usr/sbin/runc}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
-WORK=$(mktemp -d "${WORK:-/var/tmp}/pier-bench.XXXXXX")
-RROOT=$WORK/runc
 CG_PARENT=pier-bench-$$
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 if [ ! -x "$PIER_MONITOR" ]; then
     (cd "$ROOT_DIR" && cargo build --release -p pier-monitor)
 fi
+# Made once nothing before the cleanup trap can fail any more.
+WORK=$(mktemp -d "${WORK:-/var/tmp}/pier-bench.XXXXXX")
+RROOT=$WORK/runc
 
 # A freshly built binary's page-cache pages stay dirty until writeback, and
 # smaps counts them as the monitor's private dirty memory: flush them first.
