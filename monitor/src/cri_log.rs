@@ -6,6 +6,8 @@
 //! left unterminated when the container exits is already in the log as `P`,
 //! which is what kubelet's reader expects). Records are batched in one
 //! buffer and written with few write(2) calls; never fsync'd on the hot path.
+//! Their writeback is started every few MiB ([`crate::writeback`]), so the
+//! fsync at exit waits for little.
 //!
 //! Counters of what was written, dropped and split go to the log counters
 //! file ([`pier_proto::log_stats`]) at most once a second while output
@@ -20,14 +22,19 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use pier_proto::log_stats::LogStats;
 
-use crate::sys::memchr;
+use crate::sys::{self, memchr};
 use crate::timestamp;
+use crate::writeback::Writeback;
 
 /// Records are written once this much is batched.
 const FLUSH_AT: usize = 256 * 1024;
+
+/// `<timestamp> <stdout|stderr> <F|P> `: what precedes a record's content.
+const HEAD_LEN: usize = timestamp::LEN + 10;
 
 /// Least time between two writes of the counters file while output flows.
 const STATS_EVERY_NS: i64 = 1_000_000_000;
@@ -72,6 +79,7 @@ pub struct CriLog {
     last_ts: i64,
     stats_written_ts: i64,
     stats_dirty: bool,
+    writeback: Writeback,
 }
 
 impl CriLog {
@@ -100,6 +108,7 @@ impl CriLog {
             last_ts: 0,
             stats_written_ts: 0,
             stats_dirty: false,
+            writeback: Writeback::new(size),
         })
     }
 
@@ -142,17 +151,19 @@ impl CriLog {
         if data.is_empty() {
             return;
         }
-        let ts = timestamp::format(ts_ns);
+        // Every record of this read starts the same but for its F or P.
+        let mut head = [b' '; HEAD_LEN];
+        head[..timestamp::LEN].copy_from_slice(&timestamp::format(ts_ns));
+        head[timestamp::LEN + 1..timestamp::LEN + 7].copy_from_slice(stream.tag());
         self.last_ts = ts_ns;
         let mut rest = data;
         while !rest.is_empty() {
-            let (line, complete, next) = match memchr(b'\n', rest) {
-                Some(i) => (&rest[..i], true, &rest[i + 1..]),
-                None => (rest, false, &rest[rest.len()..]),
+            let (len, complete) = match memchr(b'\n', rest) {
+                Some(i) => (i, true),
+                None => (rest.len(), false),
             };
-            let mut piece = line;
             let open = &mut self.open_line[stream as usize];
-            open.0 = open.0.saturating_add(line.len());
+            open.0 = open.0.saturating_add(len);
             if open.0 > self.max_line && !open.1 {
                 open.1 = true;
                 self.stats.split_lines += 1;
@@ -161,35 +172,43 @@ impl CriLog {
             if complete {
                 *open = (0, false);
             }
+            let mut piece = &rest[..len];
             while piece.len() > self.max_line {
-                let (head, tail) = piece.split_at(self.max_line);
-                self.record(&ts, stream, b'P', head);
+                let (part, tail) = piece.split_at(self.max_line);
+                self.record(&mut head, b'P', part, false);
                 piece = tail;
             }
-            // An empty remainder after full-size pieces still ends the line.
+            // An empty remainder after full-size pieces still ends the line;
+            // its newline is copied with it.
             if complete {
-                self.record(&ts, stream, b'F', piece);
-            } else if !piece.is_empty() {
-                self.record(&ts, stream, b'P', piece);
+                let end = len + 1;
+                self.record(&mut head, b'F', &rest[end - 1 - piece.len()..end], true);
+                rest = &rest[end..];
+            } else {
+                if !piece.is_empty() {
+                    self.record(&mut head, b'P', piece, false);
+                }
+                rest = &[];
             }
-            rest = next;
         }
     }
 
-    fn record(&mut self, ts: &[u8; timestamp::LEN], stream: Stream, kind: u8, content: &[u8]) {
-        let need = timestamp::LEN + 10 + content.len();
+    /// Append one record: `head` with its kind set, then `body`, which ends
+    /// with the line's own newline when `has_newline`.
+    fn record(&mut self, head: &mut [u8; HEAD_LEN], kind: u8, body: &[u8], has_newline: bool) {
+        let need = HEAD_LEN + body.len() + 1;
         if self.out.len() + need > FLUSH_AT && !self.out.is_empty() {
             self.flush();
         }
         if self.out.capacity() == 0 {
             self.out.reserve(FLUSH_AT.max(need));
         }
-        self.out.extend_from_slice(ts);
-        self.out.push(b' ');
-        self.out.extend_from_slice(stream.tag());
-        self.out.extend_from_slice(&[b' ', kind, b' ']);
-        self.out.extend_from_slice(content);
-        self.out.push(b'\n');
+        head[HEAD_LEN - 2] = kind;
+        self.out.extend_from_slice(head);
+        self.out.extend_from_slice(body);
+        if !has_newline {
+            self.out.push(b'\n');
+        }
     }
 
     /// Write everything batched. On failure the batch is dropped and
@@ -214,6 +233,7 @@ impl CriLog {
         match res {
             Ok(()) => {
                 self.stats.written_bytes += self.out.len() as u64;
+                self.start_writeback();
                 if self.failing {
                     self.failing = false;
                     crate::diag!("log {}: writes succeed again", self.path.display());
@@ -250,6 +270,29 @@ impl CriLog {
         }
     }
 
+    /// Start the writeback of what the last flushes wrote, once enough has
+    /// piled up.
+    fn start_writeback(&mut self) {
+        let Some(file) = &self.file else { return };
+        let began = Instant::now();
+        let Some((offset, len)) = self.writeback.due(self.size, began) else {
+            return;
+        };
+        match sys::start_writeback(file, offset, len) {
+            Ok(()) => self.writeback.took(began, Instant::now()),
+            Err(e) => {
+                // A log that is a pipe or a device has no pages to write back.
+                if e.raw_os_error() != Some(libc::ESPIPE) {
+                    crate::diag!(
+                        "log {}: cannot start its writeback: {e}",
+                        self.path.display()
+                    );
+                }
+                self.writeback.failed();
+            }
+        }
+    }
+
     /// The record that tells readers output is missing: written on the
     /// container's stderr stream, stamped with the newest output's time.
     fn write_marker(&mut self) -> io::Result<()> {
@@ -257,7 +300,7 @@ impl CriLog {
             "pier: {} bytes of log records were lost: the log could not be written ({})",
             self.lost, self.lost_cause
         );
-        let mut record = Vec::with_capacity(timestamp::LEN + 10 + text.len());
+        let mut record = Vec::with_capacity(HEAD_LEN + text.len() + 1);
         record.extend_from_slice(&timestamp::format(self.last_ts));
         record.extend_from_slice(b" stderr F ");
         record.extend_from_slice(text.as_bytes());
@@ -318,6 +361,7 @@ impl CriLog {
         let file = open_append(&self.path)?;
         self.size = file.metadata()?.len();
         self.file = Some(file);
+        self.writeback.reset(self.size);
         self.failing = false;
         self.torn = false;
         Ok(())
@@ -365,6 +409,7 @@ impl CriLog {
         fs::rename(&tmp, &self.path)?;
         self.file = Some(open_append(&self.path)?);
         self.size = copied;
+        self.writeback.reset(copied);
         Ok(())
     }
 }
@@ -414,6 +459,67 @@ mod tests {
         .map(|r| format!("{TS} {r}\n"))
         .collect::<String>();
         assert_eq!(contents(&log), want);
+    }
+
+    /// Whatever the reads and the maximum, the records give back each
+    /// stream byte for byte, every newline as the end of an F record, and
+    /// no record is longer than the maximum.
+    #[test]
+    fn records_rebuild_the_output_for_any_reads_and_maximum() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..200 {
+            let max_line = 1 + next(20) as usize;
+            let (_d, mut log) = log_with(max_line, 0);
+            let mut sent: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+            for _ in 0..1 + next(30) {
+                let stream = if next(3) == 0 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                let data: Vec<u8> = (0..next(60))
+                    .map(|_| {
+                        if next(8) == 0 {
+                            b'\n'
+                        } else {
+                            b'a' + next(26) as u8
+                        }
+                    })
+                    .collect();
+                log.push(stream, &data, 5);
+                sent[stream as usize].extend_from_slice(&data);
+            }
+            log.flush();
+            let text = fs::read(&log.path).unwrap_or_default();
+            let mut got: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+            for rec in text.split_inclusive(|&b| b == b'\n') {
+                let rest = rec
+                    .strip_prefix(format!("{TS} ").as_bytes())
+                    .unwrap_or_else(|| panic!("round {round}: bad record {rec:?}"));
+                let (stream, rest) = match rest.split_at(7) {
+                    (b"stdout ", r) => (0, r),
+                    (b"stderr ", r) => (1, r),
+                    _ => panic!("round {round}: bad stream in {rec:?}"),
+                };
+                let (kind, content) = (rest[0], &rest[2..rest.len() - 1]);
+                assert_eq!(rest[1], b' ');
+                assert!(content.len() <= max_line, "round {round}: {rec:?}");
+                assert!(!content.contains(&b'\n'), "round {round}: {rec:?}");
+                got[stream].extend_from_slice(content);
+                match kind {
+                    b'F' => got[stream].push(b'\n'),
+                    b'P' => {}
+                    _ => panic!("round {round}: bad kind in {rec:?}"),
+                }
+            }
+            assert_eq!(got, sent, "round {round}, max {max_line}");
+        }
     }
 
     #[test]
@@ -493,6 +599,49 @@ mod tests {
         log.push(Stream::Stdout, b"later\n", 5);
         log.flush();
         assert_eq!(contents(&log).matches("were lost").count(), 1);
+    }
+
+    /// Records of ten-byte lines until the file holds at least `bytes`, one
+    /// flush per 66 kB of output, as the monitor flushes once per wakeup.
+    fn fill(log: &mut CriLog, bytes: u64) {
+        let chunk = b"0123456789\n".repeat(6000);
+        while log.size < bytes {
+            log.push(Stream::Stdout, &chunk, 5);
+            log.flush();
+        }
+    }
+
+    #[test]
+    fn writeback_is_started_every_few_mib_as_the_log_grows() {
+        let (_d, mut log) = log_with(100, 0);
+        fill(&mut log, crate::writeback::EVERY / 2);
+        assert_eq!(log.writeback.state(), (0, true));
+        fill(&mut log, 2 * crate::writeback::EVERY + 1);
+        let (started_to, on) = log.writeback.state();
+        assert!(on, "writeback start failed on a regular file");
+        // Started, and nothing older than the last few MiB is left for the
+        // fsync at exit.
+        assert!(
+            started_to >= crate::writeback::EVERY
+                && started_to + crate::writeback::EVERY > log.size
+                && started_to <= log.size,
+            "started to {started_to} of {}",
+            log.size
+        );
+        // Rotation: the new file is counted from its own start.
+        let rotated = log.path.with_extension("1");
+        fs::rename(&log.path, &rotated).unwrap_or_else(|e| panic!("{e}"));
+        log.reopen().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(log.writeback.state(), (0, true));
+    }
+
+    #[test]
+    fn a_log_that_is_not_a_regular_file_gets_no_writeback_and_still_works() {
+        let mut log =
+            CriLog::open(Path::new("/dev/null"), 100, 0).unwrap_or_else(|e| panic!("{e}"));
+        fill(&mut log, crate::writeback::EVERY + 1);
+        assert!(!log.writeback.state().1);
+        assert_eq!(log.dropped(), 0);
     }
 
     #[test]

@@ -38,12 +38,14 @@ mod exec;
 mod failpoint;
 mod native;
 mod oom;
+mod pipe_size;
 mod proc_tree;
 mod runtime;
 mod server;
 mod sys;
 mod terminal;
 mod timestamp;
+mod writeback;
 
 #[allow(clippy::print_stdout, reason = "--help and --version answer on stdout")]
 fn main() -> ExitCode {

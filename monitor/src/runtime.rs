@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -13,8 +13,8 @@ use std::time::Duration;
 use pier_proto::args::MonitorArgs;
 use pier_proto::files;
 
-use crate::sys;
 use crate::terminal::ConsoleSocket;
+use crate::{pipe_size, sys};
 
 /// A runtime that hangs in create must not hang the monitor (and the
 /// daemon waiting on the sync fd) forever; CRI-O's default is the same.
@@ -92,8 +92,8 @@ pub fn create(cfg: &MonitorArgs) -> Result<Created, CreateError> {
         console = Some(sock);
     } else {
         let (out_r, out_w) = io::pipe().map_err(CreateError::Pipe)?;
-        sys::grow_pipe(&out_r, 1 << 20);
-        sys::grow_pipe(&err_r, 1 << 20);
+        grow_pipe("stdout", &out_r);
+        grow_pipe("stderr", &err_r);
         cmd.stdout(out_w);
         stdout_keep = Some(File::from(OwnedFd::from(out_r)));
         if cfg.stdin {
@@ -192,6 +192,21 @@ pub fn create(cfg: &MonitorArgs) -> Result<Created, CreateError> {
         stdin: stdin_keep,
         pty: None,
     })
+}
+
+/// Grow one of the container's output pipes; the default size works, only
+/// slower, so a refusal is reported and the create goes on.
+fn grow_pipe(stream: &str, fd: impl AsFd) {
+    match pipe_size::grow(fd, pipe_size::WANT) {
+        Ok(n) if n >= pipe_size::WANT => {}
+        Ok(n) => crate::diag!(
+            "container {stream} pipe is {} KiB, not {} KiB: fs.pipe-max-size or the \
+             user's pipe limit (fs.pipe-user-pages-soft) holds it back",
+            n >> 10,
+            pipe_size::WANT >> 10
+        ),
+        Err(e) => crate::diag!("container {stream} pipe: cannot grow it: {e}"),
+    }
 }
 
 /// The container's init pid, as the runtime wrote it.

@@ -31,11 +31,20 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Grow a pipe so a chatty container blocks less often and each wakeup
-/// drains more; best effort (the default 64 KiB also works).
-pub fn grow_pipe(fd: &impl AsRawFd, size: i32) {
-    // SAFETY: fcntl with integer arguments on an fd we own.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+/// Queue the writeback of the dirty pages of `fd` in `[offset, offset +
+/// len)` and return without waiting for the disk (sync_file_range with
+/// SYNC_FILE_RANGE_WRITE alone: no data-integrity wait, no metadata).
+pub fn start_writeback(fd: &impl AsRawFd, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: sync_file_range takes an fd and integers only.
+    let r =
+        unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Position of the first `needle` in `hay` (glibc's vectorised memchr: the

@@ -457,3 +457,45 @@ fn terminal_stdin_reaches_the_container() {
         "attacher saw {seen:?}"
     );
 }
+
+/// What the monitor's 1 MiB request for the container's pipes yields on this
+/// node: `fs.pipe-max-size` binds a process without CAP_SYS_RESOURCE.
+fn expected_pipe_size() -> usize {
+    const WANT: usize = 1 << 20;
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(WANT);
+    let cap_sys_resource = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    if cap_sys_resource {
+        WANT
+    } else {
+        WANT.min(max)
+    }
+}
+
+#[test]
+fn container_output_pipes_are_grown() {
+    let c = Container::create("pipesize", Opts::sh("sleep 1000"));
+    let pid = c.created_pid();
+    for fd in [1, 2] {
+        // Opened as a second writer, so nothing the container writes is
+        // taken from the monitor.
+        let pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/fd/{fd}"))
+            .expect("container output pipe");
+        let size = nix::fcntl::fcntl(&pipe, nix::fcntl::FcntlArg::F_GETPIPE_SZ).expect("size");
+        assert_eq!(size as usize, expected_pipe_size(), "fd {fd}");
+    }
+    assert!(
+        !c.monitor_err().contains("pipe"),
+        "monitor complained: {}",
+        c.monitor_err()
+    );
+}

@@ -8,24 +8,29 @@
 # 100-byte lines, rounded down to a multiple of 1 MB); RUNS: repetitions, medians reported (default 5).
 # Env: PIER_MONITOR (default target/release/pier-monitor, built if missing),
 # CONMON (/usr/bin/conmon), RUNC (/usr/sbin/runc), BUSYBOX (/bin/busybox),
-# WORK (scratch dir on the disk to measure, default /var/tmp).
+# WORK (scratch dir on the disk to measure, default /var/tmp),
+# LOG_RATIO_MIN (default 3: the check at the end fails, exit status 1, when
+# pier-monitor's median log throughput is below this many times conmon's;
+# 0 turns it off).
 set -euo pipefail
 
 LOG_BYTES=${1:-1000000000}
+LOG_RATIO_MIN=${LOG_RATIO_MIN:-3}
 RUNS=${2:-5}
 ROOT_DIR=$(cd "$(dirname "$0")/../../.." && pwd)
 PIER_MONITOR=${PIER_MONITOR:-$ROOT_DIR/target/release/pier-monitor}
 CONMON=${CONMON:-/usr/bin/conmon}
 RUNC=${RUNC:-/usr/sbin/runc}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
-WORK=$(mktemp -d "${WORK:-/var/tmp}/pier-bench.XXXXXX")
-RROOT=$WORK/runc
 CG_PARENT=pier-bench-$$
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 if [ ! -x "$PIER_MONITOR" ]; then
     (cd "$ROOT_DIR" && cargo build --release -p pier-monitor)
 fi
+# Made once nothing before the cleanup trap can fail any more.
+WORK=$(mktemp -d "${WORK:-/var/tmp}/pier-bench.XXXXXX")
+RROOT=$WORK/runc
 
 # A freshly built binary's page-cache pages stay dirty until writeback, and
 # smaps counts them as the monitor's private dirty memory: flush them first.
@@ -182,3 +187,15 @@ printf '%-34s %12s %12s %10s\n' "idle PSS (kB)" "${R[pier.pss]}" "${R[conmon.pss
 printf '%-34s %12s %12s %10s\n' "idle private dirty (kB)" "${R[pier.pd]}" "${R[conmon.pd]}" "$(ratio "${R[pier.pd]}" "${R[conmon.pd]}")"
 printf '%-34s %12s %12s %10s\n' "log throughput (MB/s payload)" "${R[pier.mbs]}" "${R[conmon.mbs]}" "$(ratio "${R[pier.mbs]}" "${R[conmon.mbs]}")"
 printf '%-34s %12s %12s %10s\n' "monitor CPU (s per GB payload)" "${R[pier.cpu]}" "${R[conmon.cpu]}" "$(ratio "${R[pier.cpu]}" "${R[conmon.cpu]}")"
+
+# Regression check: both monitors ran in the same runs, so the ratio holds
+# even when the machine's load moves the absolute figures.
+pairs=$(paste -d' ' "$WORK/pier.mbs" "$WORK/conmon.mbs" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), ($2 > 0) ? $1 / $2 : 0}')
+echo "log throughput per run (MB/s): pier $(paste -sd' ' "$WORK/pier.mbs"); conmon $(paste -sd' ' "$WORK/conmon.mbs"); pier/conmon $pairs"
+log_ratio=$(ratio "${R[pier.mbs]}" "${R[conmon.mbs]}")
+if awk -v r="$log_ratio" -v m="$LOG_RATIO_MIN" 'BEGIN {exit !(r >= m)}'; then
+    echo "check: log throughput pier/conmon $log_ratio >= $LOG_RATIO_MIN: ok"
+else
+    echo "check: log throughput pier/conmon $log_ratio < $LOG_RATIO_MIN: REGRESSION"
+    exit 1
+fi
