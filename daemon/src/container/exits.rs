@@ -4,7 +4,6 @@
 //! woken once, so the cost does not grow with a polling interval.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_cri::v1::ContainerEventType;
 use pier_proto::exit_file::{self, ExitStatus};
@@ -14,9 +13,6 @@ use super::{ContainerRuntime, EXITED};
 use crate::daemon::Daemon;
 use crate::host::Urgency;
 use pier_storage::db::ContainerProgress;
-
-/// How long after an exit the runtime's state of the container is deleted.
-const CLEANUP_DELAY: Duration = Duration::from_millis(200);
 
 /// Watches the container's monitor and records the exit when it comes.
 pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
@@ -37,14 +33,10 @@ pub fn watch(daemon: Arc<Daemon>, id: String, runtime: ContainerRuntime) {
             tracing::error!(container_id = %id, error = %e, "recording container exit failed");
         }
         // The runtime's state of an exited container is of no more use:
-        // delete it here, off every request's path, rather than in
+        // delete it now, off every request's path, rather than in
         // RemoveContainer. For a container without a PID namespace of its
         // own this also kills what its main process left running, as
-        // kubelet expects of an exited container. It waits a moment first:
-        // an exit is often followed at once by kubelet's RemoveContainer
-        // and the next CreateContainer, and a `runc delete` (a Go runtime
-        // starting on every core) competing with those only slows them.
-        tokio::time::sleep(CLEANUP_DELAY).await;
+        // kubelet expects of an exited container.
         if let Err(e) = daemon
             .host
             .runtime_delete(runtime.oci(), &id, Urgency::Background)
