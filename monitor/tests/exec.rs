@@ -353,14 +353,35 @@ fn native_exec_takes_the_specs_rlimits_and_umask_as_runc_exec_does() {
         String::from_utf8_lossy(&r.stdout).into_owned()
     };
     let (runc, native) = (probe(true), probe(false));
-    assert_eq!(runc, native);
-    let open_files = native
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    // runc 1.1's exec races its own Go runtime over RLIMIT_NOFILE: the
+    // runtime of `runc init` raises the soft limit to the hard one at start,
+    // and whether the spec's soft limit is set before or after that varies
+    // from run to run (seen in CI: 444/444 through runc, 333/444 natively;
+    // later runc releases set the limit after the runtime starts). The
+    // native path gives the spec's values every time; everything else must
+    // be the same.
+    let open_files = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("Max open files"))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let others = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with("Max open files"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(others(&runc), others(&native));
     assert_eq!(
-        open_files.as_deref(),
-        Some(&["Max", "open", "files", "333", "444", "files"][..])
+        open_files(&native),
+        ["Max", "open", "files", "333", "444", "files"]
+    );
+    let through_runc = open_files(&runc);
+    assert!(
+        through_runc.get(4).map(String::as_str) == Some("444")
+            && matches!(through_runc.get(3).map(String::as_str), Some("333" | "444")),
+        "runc exec: {through_runc:?}"
     );
     // runc exec does not apply the spec's umask (only the init gets it).
     assert_ne!(runc.lines().last(), Some("0027"));
