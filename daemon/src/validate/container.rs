@@ -2,7 +2,7 @@
 
 use k8s_cri::v1::{ContainerConfig, LinuxContainerSecurityContext, MountPropagation};
 
-use super::pod::{ids, namespace_options, security_profile, selinux};
+use super::pod::{confinement, ids, namespace_options};
 use super::{absolute_clean, all_no_nul, invalid, known, no_nul, quote, relative_clean};
 use crate::error::Error;
 
@@ -92,14 +92,9 @@ fn security_context(security: &LinuxContainerSecurityContext) -> Result<(), Erro
             path,
         )?;
     }
-    if let Some(profile) = &security.seccomp {
-        security_profile("config.linux.security_context.seccomp", profile, true)?;
-    }
-    if let Some(profile) = &security.apparmor {
-        security_profile("config.linux.security_context.apparmor", profile, false)?;
-    }
-    if let Some(options) = &security.selinux_options {
-        selinux(options)?;
-    }
-    Ok(())
+    confinement(
+        security.seccomp.as_ref(),
+        security.apparmor.as_ref(),
+        security.selinux_options.as_ref(),
+    )
 }

@@ -43,13 +43,28 @@ pub fn pod_config(config: &PodSandboxConfig) -> Result<(), Error> {
         security.run_as_group.as_ref(),
         &security.supplemental_groups,
     )?;
-    if let Some(profile) = &security.seccomp {
+    confinement(
+        security.seccomp.as_ref(),
+        security.apparmor.as_ref(),
+        security.selinux_options.as_ref(),
+    )
+}
+
+/// The seccomp and AppArmor profiles and the SELinux label a pod's or a
+/// container's security context asks for (the fields are named alike in
+/// both).
+pub(super) fn confinement(
+    seccomp: Option<&SecurityProfile>,
+    apparmor: Option<&SecurityProfile>,
+    selinux_options: Option<&SeLinuxOption>,
+) -> Result<(), Error> {
+    if let Some(profile) = seccomp {
         security_profile("config.linux.security_context.seccomp", profile, true)?;
     }
-    if let Some(profile) = &security.apparmor {
+    if let Some(profile) = apparmor {
         security_profile("config.linux.security_context.apparmor", profile, false)?;
     }
-    if let Some(options) = &security.selinux_options {
+    if let Some(options) = selinux_options {
         selinux(options)?;
     }
     Ok(())
