@@ -20,6 +20,20 @@ pub struct Figures {
     pub memory: (u64, u64),
 }
 
+/// Runs pod `n` of `tag` and returns its id and config.
+pub async fn run_pod(cri: &mut Cri, n: usize, tag: &str) -> (String, PodSandboxConfig) {
+    let request = pod(n, tag);
+    let config = request.config.clone().unwrap_or_default();
+    let id = cri
+        .runtime
+        .run_pod_sandbox(request)
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
 pub fn pod(n: usize, tag: &str) -> RunPodSandboxRequest {
     let name = format!("bench-{tag}-{n}");
     RunPodSandboxRequest {
@@ -116,15 +130,7 @@ pub async fn sleeper_pods(
 ) -> (Vec<String>, Vec<String>) {
     let (mut pods, mut containers) = (Vec::new(), Vec::new());
     for n in 0..count {
-        let request = pod(n, tag);
-        let config = request.config.clone().unwrap_or_default();
-        let id = cri
-            .runtime
-            .run_pod_sandbox(request)
-            .await
-            .expect("RunPodSandbox")
-            .into_inner()
-            .pod_sandbox_id;
+        let (id, config) = run_pod(cri, n, tag).await;
         containers.push(start_sleeper(cri, &id, &config, image, n).await);
         pods.push(id);
     }
@@ -268,15 +274,7 @@ pub async fn run(
         }
     }
 
-    let request = pod(0, "ctr");
-    let pod_config = request.config.clone().unwrap_or_default();
-    let pod_id = cri
-        .runtime
-        .run_pod_sandbox(request)
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, pod_config) = run_pod(&mut cri, 0, "ctr").await;
     container_cycle(&mut cri, &pod_id, &pod_config, image, 0).await;
     let mut containers: HashMap<&'static str, Vec<Duration>> = HashMap::new();
     for n in 1..=iterations {

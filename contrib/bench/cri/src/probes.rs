@@ -8,7 +8,7 @@ use k8s_cri::v1::*;
 use pier_tests::Cri;
 use tokio::time::MissedTickBehavior;
 
-use crate::measure::{pod, sleeper_pods, start_sleeper};
+use crate::measure::{run_pod, sleeper_pods, start_sleeper};
 use crate::procs;
 
 /// Sequential ExecSync of `true` in one running container.
@@ -77,15 +77,7 @@ pub async fn exec_cpu(
     dir: &std::path::Path,
     n: usize,
 ) -> ExecCpu {
-    let request = pod(0, "exec-cpu");
-    let config = request.config.clone().unwrap_or_default();
-    let pod_id = cri
-        .runtime
-        .run_pod_sandbox(request)
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
+    let (pod_id, config) = run_pod(cri, 0, "exec-cpu").await;
     let id = start_sleeper(cri, &pod_id, &config, image, 0).await;
     // Warm-up: the first exec of a container may set up what later reuse.
     exec_true(cri, &id).await.expect("ExecSync");
