@@ -38,7 +38,10 @@ pub fn end_interrupted_create(id: &str) -> Vec<Process> {
         targets.push(pid);
         // Only a session of its own is the monitor's to take down: before
         // its setsid the monitor still shares pierd's.
+        // Session 0 is one led from outside our pid namespace, and
+        // killpg(0) would signal our own group: never a target.
         if let Some((group, session)) = proc_stat::group_and_session(pid)
+            && session > 0
             && group == session
             && Some(session) != own_session
             && !sessions.contains(&session)
