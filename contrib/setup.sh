@@ -75,6 +75,7 @@ fi
 
 cd "$repo"
 cargo build --release --locked --bins
+contrib/static-bins.sh --release --locked
 install -m 0755 target/release/pierd target/release/pier-monitor target/release/pier-infra /usr/local/bin/
 
 # Never overwrite what an operator wrote.

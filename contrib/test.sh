@@ -33,3 +33,22 @@ cargo clippy --workspace --all-targets --locked --features "$features" -- -D war
 # End-to-end tests run pierd and pier-monitor as separate processes.
 cargo build --workspace --bins --locked --features "$features"
 cargo test --workspace --locked --features "$features"
+
+# What setup.sh installs links pier-monitor and pier-infra statically
+# (contrib/static-bins.sh); the tests above ran dynamic builds. The real
+# clients, the native-exec oracle and the container lifecycle run again
+# against static ones, built in their own target dir so target/debug stays
+# as cargo left it, beside the same pierd.
+static=$repo/target/static
+contrib/static-bins.sh --locked --target-dir "$static"
+mkdir -p "$static/bins"
+ln -f target/debug/pierd "$static/bins/pierd"
+ln -f "$static/debug/pier-monitor" "$static/debug/pier-infra" "$static/bins/"
+for bin in pier-monitor pier-infra; do
+  ldd "$static/bins/$bin" 2>&1 | grep -q 'statically linked' || {
+    echo "test.sh: $static/bins/$bin is not statically linked" >&2
+    exit 1
+  }
+done
+PIER_BIN_DIR=$static/bins cargo test --workspace --locked --features "$features" \
+  --test critest --test crictl_cli --test exec_equivalence --test containers --test pod_pid

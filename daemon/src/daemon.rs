@@ -11,6 +11,7 @@ use crate::features::Features;
 use crate::host::Host;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
+use tokio::sync::OwnedMutexGuard;
 
 /// What every CRI request can reach.
 pub struct Daemon {
@@ -89,6 +90,27 @@ impl Daemon {
             )
         })
         .await
+    }
+
+    /// The container with this id or unique id prefix, read while holding
+    /// its lock, with the guard: the record stays true until the guard
+    /// drops. A full id is locked before the one read; a prefix must be
+    /// resolved first, and is read again under the lock.
+    pub async fn lock_container(
+        &self,
+        id: &str,
+    ) -> Result<Option<(OwnedMutexGuard<()>, ContainerRecord)>, Error> {
+        let full = if crate::ids::is_full(id) {
+            id.to_owned()
+        } else {
+            match self.find_container(id).await? {
+                Some(record) => record.id,
+                None => return Ok(None),
+            }
+        };
+        let guard = self.locks.lock(&full).await;
+        let record = self.db(move |db| db.container(&full)).await?;
+        Ok(record.map(|record| (guard, record)))
     }
 
     /// The sandbox, or NOT_FOUND; its id goes into the request's span.

@@ -10,6 +10,12 @@ pub fn new_id() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Whether `id` has the form of an id pier makes (64 lowercase hex digits),
+/// as opposed to a prefix a user typed.
+pub fn is_full(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The one candidate equal to `wanted`, or else the one it is a prefix of.
 /// `None` when nothing or more than one candidate matches.
 pub fn resolve<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -40,6 +46,9 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+        assert!(is_full(&a));
+        assert!(!is_full(&a[..63]), "a prefix");
+        assert!(!is_full(&a.to_uppercase()), "pier's ids are lowercase");
     }
 
     #[test]

@@ -26,7 +26,7 @@ CG_PARENT=pier-bench-$$
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 if [ ! -x "$PIER_MONITOR" ]; then
-    (cd "$ROOT_DIR" && cargo build --release -p pier-monitor)
+    (cd "$ROOT_DIR" && cargo build --release -p pier-monitor && contrib/static-bins.sh --release)
 fi
 # Made once nothing before the cleanup trap can fail any more.
 WORK=$(mktemp -d "${WORK:-/var/tmp}/pier-bench.XXXXXX")

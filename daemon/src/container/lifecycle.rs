@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pier_proto::client::Client;
 use pier_proto::monitor::StartFailure;
+use pier_storage::ContainerRecord;
 use pier_storage::db::ContainerProgress;
 
 use super::{CREATED, CREATING, ContainerRuntime, EXITED, RUNNING, exits};
@@ -78,22 +79,20 @@ pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
 /// Stops a container: its stop signal, then SIGKILL after `timeout`
 /// seconds (0: at once). Stopping an exited or unknown container is fine.
 pub async fn stop(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Error> {
-    let Some(record) = daemon.find_container(id).await? else {
+    let Some((_guard, record)) = daemon.lock_container(id).await? else {
         return Ok(());
     };
     tracing::Span::current().record("container_id", record.id.as_str());
-    let _guard = daemon.locks.lock(&record.id).await;
-    stop_locked(daemon, &record.id, timeout).await
+    stop_locked(daemon, &record, timeout).await
 }
 
-async fn stop_locked(daemon: &Daemon, id: &str, timeout: i64) -> Result<(), Error> {
-    let Some(record) = daemon.find_container(id).await? else {
-        return Ok(());
-    };
+/// Stops the container of `record`, read under its lock.
+async fn stop_locked(daemon: &Daemon, record: &ContainerRecord, timeout: i64) -> Result<(), Error> {
+    let id = record.id.as_str();
     if record.state == EXITED || record.state == CREATING {
         return Ok(());
     }
-    let runtime = ContainerRuntime::from_record(&record);
+    let runtime = ContainerRuntime::from_record(record);
     let mut exited = daemon.exits.subscribe(id);
     if exited.borrow().is_some() {
         return Ok(());
@@ -136,12 +135,11 @@ async fn kill(daemon: &Daemon, runtime: &ContainerRuntime, id: &str, signal: &st
 /// Removes a container, killing it first if it runs. Its log file stays,
 /// as kubelet expects. Removing an unknown container is fine.
 pub async fn remove(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let Some(record) = daemon.find_container(id).await? else {
+    let Some((_guard, record)) = daemon.lock_container(id).await? else {
         return Ok(());
     };
     tracing::Span::current().record("container_id", record.id.as_str());
-    let _guard = daemon.locks.lock(&record.id).await;
-    stop_locked(daemon, &record.id, 0).await?;
+    stop_locked(daemon, &record, 0).await?;
     discard(daemon, &record.id, &ContainerRuntime::from_record(&record)).await;
     tracing::info!("container removed");
     let deleted = ContainerEventType::ContainerDeletedEvent;

@@ -2,7 +2,7 @@
 //! (same runc, CNI plugins and local registry) in one run and prints medians,
 //! p95s and ratios. Run as root from the workspace:
 //!
-//!     cargo build --release --workspace --bins
+//!     cargo build --release --workspace --bins && contrib/static-bins.sh --release
 //!     target/release/pier-cri-bench [ITERATIONS] [PARALLEL] [PODS] [EXECS] [PROBE_PODS] [PROBE_SECONDS]
 //!
 //! ITERATIONS sequential pod lifecycles (default 20), PARALLEL pods at once

@@ -18,6 +18,8 @@ pub struct Figures {
     pub containers: HashMap<&'static str, Vec<Duration>>,
     /// PSS in kB: (daemon and its per-pod processes with no pods, with `pods` pods).
     pub memory: (u64, u64),
+    /// The PSS with `pods` pods, by kind of process.
+    pub memory_by_kind: Vec<procs::Kind>,
 }
 
 /// Runs pod `n` of `tag` and returns its id and config.
@@ -299,7 +301,8 @@ pub async fn run(
     let idle = procs::pss_kb(daemon_pid, dir);
     let (ids, _) = sleeper_pods(&mut cri, image, pods, "mem").await;
     tokio::time::sleep(SETTLE).await;
-    let loaded = procs::pss_kb(daemon_pid, dir);
+    let memory_by_kind = procs::by_kind(daemon_pid, dir);
+    let loaded = memory_by_kind.iter().map(|k| k.pss).sum();
     crate::probes::remove_pods(&mut cri, ids).await;
     Figures {
         name,
@@ -307,6 +310,7 @@ pub async fn run(
         parallel: concurrent,
         containers,
         memory: (idle, loaded),
+        memory_by_kind,
     }
 }
 
@@ -424,6 +428,15 @@ impl Report {
                 f.memory.1,
                 self.per_pod(f)
             );
+            for kind in &f.memory_by_kind {
+                println!(
+                    "    {:<16} {:>4} processes {:>8} kB ({} kB each)",
+                    kind.name,
+                    kind.count,
+                    kind.pss,
+                    kind.pss / kind.count.max(1)
+                );
+            }
         }
         self.print_goals();
     }

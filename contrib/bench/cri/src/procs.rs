@@ -59,14 +59,49 @@ pub fn runtime_processes(daemon: u32, dir: &Path) -> Vec<u32> {
 
 /// PSS of the runtime's processes, kB.
 pub fn pss_kb(daemon: u32, dir: &Path) -> u64 {
-    runtime_processes(daemon, dir)
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
-        .filter_map(|text| {
-            let line = text.lines().find(|l| l.starts_with("Pss:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .sum()
+    by_kind(daemon, dir).iter().map(|k| k.pss).sum()
+}
+
+/// The runtime's processes of one kind (one executable: the daemon, a
+/// monitor, a shim, the pod's infra or pause process) and their PSS.
+#[derive(Debug, Clone, Default)]
+pub struct Kind {
+    pub name: String,
+    pub count: u64,
+    pub pss: u64,
+}
+
+/// PSS of the runtime's processes grouped by executable name, largest
+/// first: where a per-pod figure comes from.
+pub fn by_kind(daemon: u32, dir: &Path) -> Vec<Kind> {
+    let mut kinds: Vec<Kind> = Vec::new();
+    for pid in runtime_processes(daemon, dir) {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        let pss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        match kinds.iter_mut().find(|k| k.name == name) {
+            Some(kind) => {
+                kind.count += 1;
+                kind.pss += pss;
+            }
+            None => kinds.push(Kind {
+                name,
+                count: 1,
+                pss,
+            }),
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.pss));
+    kinds
 }
 
 /// CPU time the runtime's processes have used, in clock ticks: their own
