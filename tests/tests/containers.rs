@@ -380,6 +380,107 @@ async fn a_full_pod_lifecycle_leaks_nothing() {
     assert!(list.into_inner().containers.is_empty());
 }
 
+/// pierd starts a runc container itself (daemon/src/host/fifo_start.rs):
+/// runc must see it running afterwards, as after `runc start`, and a
+/// container whose init died before its start gets a clear error at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_leaves_what_runc_start_leaves() {
+    let registry = Registry::start();
+    let (pierd, image) = setup(&registry).await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut cri = pierd.cri().await.runtime;
+    let (pod_id, pod) = running_pod(&mut cri, pod("start", logs.path())).await;
+    let runc_state = |id: &str| {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(pierd.runroot().join("runtime/runc"))
+            .args(["state", id])
+            .output()
+            .expect("runc state");
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        state["status"].as_str().unwrap_or("none").to_owned()
+    };
+    let init_pid = |info: &str| {
+        let info: serde_json::Value = serde_json::from_str(info).expect("info json");
+        info["pid"].as_i64().expect("init pid") as i32
+    };
+
+    let a = create(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("a", &image, "exec sleep 1000"),
+    )
+    .await;
+    assert_eq!(runc_state(&a), "created");
+    start(&mut cri, &a).await;
+    assert_eq!(runc_state(&a), "running");
+    assert_eq!(
+        status(&mut cri, &a).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let out = cri
+        .exec_sync(ExecSyncRequest {
+            container_id: a.clone(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), "cat /proc/1/cmdline".into()],
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner();
+    assert_eq!(
+        out.stdout, b"sleep\01000\0",
+        "the init exec'd the container's process"
+    );
+
+    let b = create(
+        &mut cri,
+        &pod_id,
+        &pod,
+        container("b", &image, "exec sleep 1000"),
+    )
+    .await;
+    let info = cri
+        .container_status(ContainerStatusRequest {
+            container_id: b.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    let pid = init_pid(&info["info"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+        .expect("kill the init");
+    let began = Instant::now();
+    let refused = cri
+        .start_container(StartContainerRequest {
+            container_id: b.clone(),
+        })
+        .await
+        .expect_err("a container whose init is gone cannot start");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        refused.message().contains("has ended") || refused.message().contains("stopped"),
+        "{}",
+        refused.message()
+    );
+    for id in [a, b] {
+        cri.remove_container(RemoveContainerRequest { container_id: id })
+            .await
+            .expect("remove");
+    }
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .expect("rmp");
+}
+
 /// Monitor sockets live at `<runroot>/containers/<64 hex>/monitor.sock`; this
 /// run root puts them past the 107 bytes a socket address holds, and runc's
 /// console socket for a terminal with them.

@@ -33,9 +33,13 @@ pub fn progress(state: &str) -> ContainerProgress {
 
 /// Starts a created container.
 pub async fn start(daemon: &Daemon, id: &str) -> Result<(), Error> {
-    let record = daemon.require_container(id).await?;
-    let _guard = daemon.locks.lock(&record.id).await;
-    let record = daemon.require_container(&record.id).await?;
+    let Some((_guard, record)) = daemon.lock_container(id).await? else {
+        return Err(Error::NotFound {
+            kind: "container",
+            id: id.to_owned(),
+        });
+    };
+    tracing::Span::current().record("container_id", record.id.as_str());
     if record.state != CREATED {
         return Err(Error::FailedPrecondition(format!(
             "container {} is {}, not created",

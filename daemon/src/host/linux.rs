@@ -16,7 +16,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, leftovers, namespaces, runc,
+    Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, fifo_start, leftovers,
+    namespaces, runc,
 };
 use crate::container::launch::{self, Launch, LaunchError};
 use crate::network::cni::{self, Attachment, CniError};
@@ -26,6 +27,11 @@ use pier_proto::proc_stat::start_time;
 
 /// Size of the pod's /dev/shm, as Docker and CRI-O default it.
 const SHM_SIZE: &str = "65536k";
+
+/// Longest StartContainer waits for a created container's init to exec.
+/// The exec is of a binary runc already found; only a stuck filesystem
+/// comes near this.
+const FIFO_START_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `statfs` magic of the namespace filesystem a pinned namespace lives on.
 const NSFS_MAGIC: u32 = 0x6e73_6673;
@@ -40,7 +46,26 @@ impl Host for LinuxHost {
         runtime: OciRuntime<'a>,
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RuncError>> {
-        Box::pin(async move { runc::run(runtime.binary, runtime.root, &["start", id]).await })
+        Box::pin(async move {
+            let root = runtime.root.to_owned();
+            let owned_id = id.to_owned();
+            let native = tokio::task::spawn_blocking(move || {
+                fifo_start::start(&root, &owned_id, FIFO_START_WITHIN)
+            })
+            .await;
+            match native {
+                Ok(Ok(fifo_start::Outcome::Started)) => Ok(()),
+                Ok(Ok(fifo_start::Outcome::UseRuntime(why))) => {
+                    tracing::debug!(why, "container started by the runtime");
+                    runc::run(runtime.binary, runtime.root, &["start", id]).await
+                }
+                Ok(Err(e)) => Err(RuncError::Start(e)),
+                Err(join) => {
+                    tracing::warn!(error = %join, "native start did not finish; the runtime starts it");
+                    runc::run(runtime.binary, runtime.root, &["start", id]).await
+                }
+            }
+        })
     }
 
     fn runtime_state<'a>(

@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 pub mod fake;
+mod fifo_start;
 mod leftovers;
 pub mod linux;
 mod namespaces;

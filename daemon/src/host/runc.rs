@@ -17,6 +17,9 @@ pub enum RuncError {
     /// The runtime ran and failed; its stderr says why.
     #[error("{command} failed: {stderr}")]
     Failed { command: String, stderr: String },
+    /// pierd's own start of a runc container (`fifo_start`) failed.
+    #[error(transparent)]
+    Start(#[from] super::fifo_start::FifoStartError),
 }
 
 /// Whether a call answers a request or cleans up behind one.
