@@ -429,7 +429,7 @@ async fn start_leaves_what_runc_start_leaves() {
         .expect("exec")
         .into_inner();
     assert_eq!(
-        out.stdout, b"sleep\01000\0",
+        out.stdout, b"sleep\x001000\x00",
         "the init exec'd the container's process"
     );
 
