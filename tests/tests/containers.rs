@@ -380,11 +380,12 @@ async fn a_full_pod_lifecycle_leaks_nothing() {
     assert!(list.into_inner().containers.is_empty());
 }
 
-/// pierd starts a runc container itself (daemon/src/host/fifo_start.rs):
-/// runc must see it running afterwards, as after `runc start`, and a
-/// container whose init died before its start gets a clear error at once.
+/// pierd starts and deletes runc containers itself
+/// (daemon/src/host/runc_direct.rs): runc must see what `runc start` and
+/// `runc delete` would have left, and a container whose init died before
+/// its start gets a clear error at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_leaves_what_runc_start_leaves() {
+async fn start_and_delete_leave_what_runc_leaves() {
     let registry = Registry::start();
     let (pierd, image) = setup(&registry).await;
     let logs = tempfile::tempdir().expect("tempdir");
@@ -469,6 +470,31 @@ async fn start_leaves_what_runc_start_leaves() {
         "{}",
         refused.message()
     );
+
+    // Once stopped, pierd deletes it as `runc delete` would: runc knows
+    // it no more, and no hierarchy keeps its cgroup.
+    cri.stop_container(StopContainerRequest {
+        container_id: a.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("stop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runc_state(&a) != "none" {
+        assert!(
+            Instant::now() < deadline,
+            "runc still has {a}: {}",
+            runc_state(&a)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup hierarchies")
+        .flatten()
+        .map(|h| h.path().join(format!("pier/pier-{a}")))
+        .filter(|cgroup| cgroup.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
     for id in [a, b] {
         cri.remove_container(RemoveContainerRequest { container_id: id })
             .await

@@ -73,6 +73,7 @@ impl Setup<'_> {
     }
 
     async fn staged(&self, runtime: &mut ContainerRuntime, stage: &mut Stage) -> Result<(), Error> {
+        let began = std::time::Instant::now();
         let images = &self.daemon.images;
         let view = stage.layer_view(images.layers_dir())?;
         let pod_root = self
@@ -87,6 +88,7 @@ impl Setup<'_> {
             .create_rootfs(self.id, &self.image.id, layer_view)
             .await?;
         crash_point("create_container.rootfs_mounted");
+        let rootfs_done = began.elapsed();
         let mut image_volumes = Vec::new();
         for (index, mount) in self.config.mounts.iter().enumerate() {
             let Some(image) = &mount.image else {
@@ -136,9 +138,11 @@ impl Setup<'_> {
             .map_err(Error::io(format!("write {}", path.display())))?;
         }
         crash_point("create_container.bundle_written");
+        let bundle_done = began.elapsed();
 
         let created = self.launch(runtime).await?;
         crash_point("create_container.runc_created");
+        tracing::debug!(?rootfs_done, ?bundle_done, created = ?began.elapsed(), "container set up");
         runtime.pid = created.pid;
         runtime.start_time = created.start_time;
         runtime.monitor_pid = created.monitor_pid;

@@ -16,8 +16,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::{
-    Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, fifo_start, leftovers,
-    namespaces, runc,
+    Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, leftovers, namespaces, runc,
+    runc_direct,
 };
 use crate::container::launch::{self, Launch, LaunchError};
 use crate::network::cni::{self, Attachment, CniError};
@@ -50,12 +50,12 @@ impl Host for LinuxHost {
             let root = runtime.root.to_owned();
             let owned_id = id.to_owned();
             let native = tokio::task::spawn_blocking(move || {
-                fifo_start::start(&root, &owned_id, FIFO_START_WITHIN)
+                runc_direct::start(&root, &owned_id, FIFO_START_WITHIN)
             })
             .await;
             match native {
-                Ok(Ok(fifo_start::Outcome::Started)) => Ok(()),
-                Ok(Ok(fifo_start::Outcome::UseRuntime(why))) => {
+                Ok(Ok(runc_direct::Outcome::Done)) => Ok(()),
+                Ok(Ok(runc_direct::Outcome::UseRuntime(why))) => {
                     tracing::debug!(why, "container started by the runtime");
                     runc::run(runtime.binary, runtime.root, &["start", id]).await
                 }
@@ -107,6 +107,18 @@ impl Host for LinuxHost {
         urgency: Urgency,
     ) -> BoxFuture<'a, Result<(), RuncError>> {
         Box::pin(async move {
+            let root = runtime.root.to_owned();
+            let owned_id = id.to_owned();
+            let direct =
+                tokio::task::spawn_blocking(move || runc_direct::delete(&root, &owned_id)).await;
+            match direct {
+                Ok(Ok(runc_direct::Outcome::Done)) => return Ok(()),
+                Ok(Ok(runc_direct::Outcome::UseRuntime(why))) => {
+                    tracing::debug!(why, "container deleted by the runtime");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "direct delete; the runtime deletes it"),
+                Err(e) => tracing::warn!(error = %e, "direct delete; the runtime deletes it"),
+            }
             let args = ["delete", "--force", id];
             runc::run_as(runtime.binary, runtime.root, &args, None, urgency)
                 .await

@@ -8,11 +8,11 @@
 
 #[cfg(test)]
 pub mod fake;
-mod fifo_start;
 mod leftovers;
 pub mod linux;
 mod namespaces;
 mod runc;
+mod runc_direct;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -17,9 +17,9 @@ pub enum RuncError {
     /// The runtime ran and failed; its stderr says why.
     #[error("{command} failed: {stderr}")]
     Failed { command: String, stderr: String },
-    /// pierd's own start of a runc container (`fifo_start`) failed.
+    /// pierd's own start of a runc container (`runc_direct`) failed.
     #[error(transparent)]
-    Start(#[from] super::fifo_start::FifoStartError),
+    Start(#[from] super::runc_direct::DirectError),
 }
 
 /// Whether a call answers a request or cleans up behind one.
