@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Mark `fd` non-blocking (the event loop must never block on one stream).
 pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
@@ -83,6 +83,17 @@ pub fn tune_malloc() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// A pidfd for `pid` (Linux 5.3+): readable once the process exits.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Return the heap's free pages to the kernel, wherever they lie in the

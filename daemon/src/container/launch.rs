@@ -47,6 +47,8 @@ pub enum LaunchError {
     },
     #[error("open the monitor's start gate: {0}")]
     Gate(#[source] std::io::Error),
+    #[error("the container's setup failed before its monitor was let go")]
+    Cancelled,
     #[error("monitor did not report within {0:?}")]
     Timeout(Duration),
     #[error("monitor exited without reporting (see {log})")]
@@ -92,9 +94,13 @@ impl Launch {
     }
 }
 
-/// Launches the monitor and waits for its report. Blocking: run it on a
-/// blocking thread.
-pub fn launch(launch: &Launch) -> Result<Created, LaunchError> {
+/// Told once the bundle is ready for `runc create`; dropped unsent when
+/// the container's setup failed.
+pub type BundleReady = tokio::sync::oneshot::Receiver<()>;
+
+/// Launches the monitor, opens its start gate once `ready` says so, and
+/// waits for its report. Blocking: run it on a blocking thread.
+pub fn launch(launch: &Launch, ready: BundleReady) -> Result<Created, LaunchError> {
     let (sync_read, sync_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::Pipe)?;
     let (gate_read, gate_write) =
@@ -138,6 +144,12 @@ pub fn launch(launch: &Launch) -> Result<Created, LaunchError> {
     move_to_monitor_cgroup(child.id());
 
     let mut gate = File::from(gate_write);
+    if ready.blocking_recv().is_err() {
+        // The gate closes unopened, and the monitor exits at once.
+        drop(gate);
+        let _ = child.wait();
+        return Err(LaunchError::Cancelled);
+    }
     gate.write_all(&[1]).map_err(LaunchError::Gate)?;
     drop(gate);
     crate::failpoint::crash_point("create_container.monitor_started");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use pier_proto::args::MonitorArgs;
-use pier_proto::monitor::Created;
 use pier_storage::{Image, LayerView};
 
 use super::create::target_pid_namespace;
@@ -74,6 +73,42 @@ impl Setup<'_> {
 
     async fn staged(&self, runtime: &mut ContainerRuntime, stage: &mut Stage) -> Result<(), Error> {
         let began = std::time::Instant::now();
+        // The monitor is spawned and moved to its cgroup (a few
+        // milliseconds, mostly the cgroup moves) while the bundle is made;
+        // it runs `runc create` only once told the bundle is ready.
+        let launch = self.monitor_launch(runtime)?;
+        let (bundle_ready, ready) = tokio::sync::oneshot::channel();
+        let host = Arc::clone(&self.daemon.host);
+        let launching = tokio::task::spawn_blocking(move || host.launch_monitor(&launch, ready));
+        if let Err(e) = self.bundle(runtime, stage).await {
+            // Its gate closes unopened: the monitor ends without doing anything.
+            drop(bundle_ready);
+            let _ = launching.await;
+            return Err(e);
+        }
+        let bundle_done = began.elapsed();
+        let _ = bundle_ready.send(());
+        let created = launching.await??;
+        crash_point("create_container.runc_created");
+        tracing::debug!(?bundle_done, created = ?began.elapsed(), "container set up");
+        runtime.pid = created.pid;
+        runtime.start_time = created.start_time;
+        runtime.monitor_pid = created.monitor_pid;
+        runtime.monitor_start_time = created.monitor_start_time;
+        // runc has set the process's ids by the time `create` returns (its
+        // init waits for `start` after changing them): read them back now.
+        runtime.user = match user::read(created.pid, self.sandbox.userns_mappings()) {
+            Ok(user) => Some(user),
+            Err(e) => {
+                tracing::warn!(pid = created.pid, error = %e, "read the container process's identity");
+                None
+            }
+        };
+        Ok(())
+    }
+
+    /// The rootfs, image volumes, `config.json` and exec profile.
+    async fn bundle(&self, runtime: &mut ContainerRuntime, stage: &mut Stage) -> Result<(), Error> {
         let images = &self.daemon.images;
         let view = stage.layer_view(images.layers_dir())?;
         let pod_root = self
@@ -88,7 +123,6 @@ impl Setup<'_> {
             .create_rootfs(self.id, &self.image.id, layer_view)
             .await?;
         crash_point("create_container.rootfs_mounted");
-        let rootfs_done = began.elapsed();
         let mut image_volumes = Vec::new();
         for (index, mount) in self.config.mounts.iter().enumerate() {
             let Some(image) = &mount.image else {
@@ -138,24 +172,6 @@ impl Setup<'_> {
             .map_err(Error::io(format!("write {}", path.display())))?;
         }
         crash_point("create_container.bundle_written");
-        let bundle_done = began.elapsed();
-
-        let created = self.launch(runtime).await?;
-        crash_point("create_container.runc_created");
-        tracing::debug!(?rootfs_done, ?bundle_done, created = ?began.elapsed(), "container set up");
-        runtime.pid = created.pid;
-        runtime.start_time = created.start_time;
-        runtime.monitor_pid = created.monitor_pid;
-        runtime.monitor_start_time = created.monitor_start_time;
-        // runc has set the process's ids by the time `create` returns (its
-        // init waits for `start` after changing them): read them back now.
-        runtime.user = match user::read(created.pid, self.sandbox.userns_mappings()) {
-            Ok(user) => Some(user),
-            Err(e) => {
-                tracing::warn!(pid = created.pid, error = %e, "read the container process's identity");
-                None
-            }
-        };
         Ok(())
     }
 
@@ -166,8 +182,8 @@ impl Setup<'_> {
         self.daemon.config.exec.native && runtime.runtime.file_name().is_some_and(|n| n == "runc")
     }
 
-    /// Starts the container's monitor, which runs `runc create`.
-    async fn launch(&self, runtime: &ContainerRuntime) -> Result<Created, Error> {
+    /// How the container's monitor, which runs `runc create`, is started.
+    fn monitor_launch(&self, runtime: &ContainerRuntime) -> Result<Launch, Error> {
         let config = &self.daemon.config;
         let monitor =
             crate::binaries::resolve_own(&config.runtime.monitor_path).ok_or_else(|| {
@@ -177,7 +193,7 @@ impl Setup<'_> {
                 ))
             })?;
         let logs = &config.container_logs;
-        let launch = Launch {
+        Ok(Launch {
             monitor,
             args: MonitorArgs {
                 id: self.id.to_owned(),
@@ -194,8 +210,6 @@ impl Setup<'_> {
                 log_max_line: logs.max_line_size,
                 log_max_size: logs.max_file_size,
             },
-        };
-        let host = Arc::clone(&self.daemon.host);
-        Ok(tokio::task::spawn_blocking(move || host.launch_monitor(&launch)).await??)
+        })
     }
 }

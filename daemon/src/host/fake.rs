@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
 use super::{Host, NamespaceError, OciRuntime, Process, RuncError, Urgency};
-use crate::container::launch::{Launch, LaunchError};
+use crate::container::launch::{BundleReady, Launch, LaunchError};
 use crate::network::cni::{Attachment, CniError};
 use crate::network::conflist::NetworkConfig;
 use crate::pinns::PinRequest;
@@ -241,7 +241,10 @@ impl Host for FakeHost {
         Box::pin(async { Ok(()) })
     }
 
-    fn launch_monitor(&self, launch: &Launch) -> Result<Created, LaunchError> {
+    fn launch_monitor(&self, launch: &Launch, ready: BundleReady) -> Result<Created, LaunchError> {
+        if ready.blocking_recv().is_err() {
+            return Err(LaunchError::Cancelled);
+        }
         self.record(Call::LaunchMonitor(launch.args.id.clone()));
         let (container, monitor) = (self.spawn(), self.spawn());
         Ok(Created {

@@ -19,7 +19,7 @@ use super::{
     Host, NamespaceError, OciRuntime, Process, RuncError, Urgency, leftovers, namespaces, runc,
     runc_direct,
 };
-use crate::container::launch::{self, Launch, LaunchError};
+use crate::container::launch::{self, BundleReady, Launch, LaunchError};
 use crate::network::cni::{self, Attachment, CniError};
 use crate::network::conflist::NetworkConfig;
 use crate::pinns::PinRequest;
@@ -126,8 +126,8 @@ impl Host for LinuxHost {
         })
     }
 
-    fn launch_monitor(&self, launch: &Launch) -> Result<Created, LaunchError> {
-        launch::launch(launch)
+    fn launch_monitor(&self, launch: &Launch, ready: BundleReady) -> Result<Created, LaunchError> {
+        launch::launch(launch, ready)
     }
 
     fn wait_exit(&self, process: Process) -> BoxFuture<'_, io::Result<()>> {

@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 use pier_proto::monitor::Created;
 use serde_json::Value;
 
-use crate::container::launch::{Launch, LaunchError};
+use crate::container::launch::{BundleReady, Launch, LaunchError};
 use crate::network::cni::{Attachment, CniError};
 use crate::network::conflist::NetworkConfig;
 use crate::pinns::PinRequest;
@@ -88,7 +88,9 @@ pub trait Host: Send + Sync {
 
     /// Spawns a container's monitor and waits for its report (`runc create`
     /// done). Blocking: call it on a blocking thread.
-    fn launch_monitor(&self, launch: &Launch) -> Result<Created, LaunchError>;
+    /// The monitor's `runc create` waits for `ready`; dropped unsent, the
+    /// monitor ends at once and the launch fails with `Cancelled`.
+    fn launch_monitor(&self, launch: &Launch, ready: BundleReady) -> Result<Created, LaunchError>;
 
     /// Resolves once `process` has exited; at once if it already has. An
     /// error means it cannot be watched.
