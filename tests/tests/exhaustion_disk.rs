@@ -249,12 +249,18 @@ fn log_stats(pierd: &Pierd, id: &str) -> pier_proto::log_stats::LogStats {
         .unwrap_or_default()
 }
 
+/// The container's counter. Its shell rewrites the file in place
+/// (`echo $i > /tmp/progress` truncates, then writes), so a read can fall
+/// between the two and find it empty: read again then.
 async fn progress(cri: &mut Runtime, id: &str) -> u64 {
-    let out = workload::exec(cri, id, &["/bin/cat", "/tmp/progress"], 10).await;
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    for _ in 0..50 {
+        let out = workload::exec(cri, id, &["/bin/cat", "/tmp/progress"], 10).await;
+        if let Ok(count) = String::from_utf8_lossy(&out.stdout).trim().parse() {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    0
 }
 
 async fn wait_until<F: std::future::Future<Output = bool>>(
