@@ -383,11 +383,20 @@ fn full_disk_drops_log_output_but_keeps_the_exit_status() {
     assert!(c.log().len() <= 256 * 1024);
 }
 
+/// The kB value of a `smaps` line that starts with `field`.
+fn kb_field(line: &str, field: &str) -> Option<u64> {
+    line.strip_prefix(field)?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn private_dirty_kb(pid: i32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("Private_Dirty:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| kb_field(l, "Private_Dirty:"))
         .unwrap_or(u64::MAX)
 }
 
@@ -422,13 +431,8 @@ fn heap_dirty_kb(pid: i32) -> u64 {
     for line in text.lines() {
         if line.contains('-') && line.split_whitespace().count() >= 5 {
             in_heap = line.ends_with("[heap]");
-        } else if in_heap && let Some(v) = line.strip_prefix("Private_Dirty:") {
-            return v
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(u64::MAX);
+        } else if in_heap && line.starts_with("Private_Dirty:") {
+            return kb_field(line, "Private_Dirty:").unwrap_or(u64::MAX);
         }
     }
     0

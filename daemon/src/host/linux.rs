@@ -33,6 +33,28 @@ const SHM_SIZE: &str = "65536k";
 /// comes near this.
 const FIFO_START_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Runs a `runc_direct` step for container `id` of the runtime root `root`
+/// on a blocking thread. A step that did not finish (it panicked) is left
+/// to the runtime, as a case the step does not cover would be.
+async fn direct(
+    root: &Path,
+    id: &str,
+    step: impl FnOnce(&Path, &str) -> Result<runc_direct::Outcome, runc_direct::DirectError>
+    + Send
+    + 'static,
+) -> Result<runc_direct::Outcome, runc_direct::DirectError> {
+    let (root, id) = (root.to_owned(), id.to_owned());
+    match tokio::task::spawn_blocking(move || step(&root, &id)).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::warn!(error = %e, "a direct runtime step did not finish");
+            Ok(runc_direct::Outcome::UseRuntime(
+                "the direct step did not finish",
+            ))
+        }
+    }
+}
+
 /// `statfs` magic of the namespace filesystem a pinned namespace lives on.
 const NSFS_MAGIC: u32 = 0x6e73_6673;
 
@@ -47,23 +69,16 @@ impl Host for LinuxHost {
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), RuncError>> {
         Box::pin(async move {
-            let root = runtime.root.to_owned();
-            let owned_id = id.to_owned();
-            let native = tokio::task::spawn_blocking(move || {
-                runc_direct::start(&root, &owned_id, FIFO_START_WITHIN)
-            })
-            .await;
-            match native {
-                Ok(Ok(runc_direct::Outcome::Done)) => Ok(()),
-                Ok(Ok(runc_direct::Outcome::UseRuntime(why))) => {
+            let started = direct(runtime.root, id, |root, id| {
+                runc_direct::start(root, id, FIFO_START_WITHIN)
+            });
+            match started.await {
+                Ok(runc_direct::Outcome::Done) => Ok(()),
+                Ok(runc_direct::Outcome::UseRuntime(why)) => {
                     tracing::debug!(why, "container started by the runtime");
                     runc::run(runtime.binary, runtime.root, &["start", id]).await
                 }
-                Ok(Err(e)) => Err(RuncError::Start(e)),
-                Err(join) => {
-                    tracing::warn!(error = %join, "native start did not finish; the runtime starts it");
-                    runc::run(runtime.binary, runtime.root, &["start", id]).await
-                }
+                Err(e) => Err(RuncError::Start(e)),
             }
         })
     }
@@ -107,16 +122,11 @@ impl Host for LinuxHost {
         urgency: Urgency,
     ) -> BoxFuture<'a, Result<(), RuncError>> {
         Box::pin(async move {
-            let root = runtime.root.to_owned();
-            let owned_id = id.to_owned();
-            let direct =
-                tokio::task::spawn_blocking(move || runc_direct::delete(&root, &owned_id)).await;
-            match direct {
-                Ok(Ok(runc_direct::Outcome::Done)) => return Ok(()),
-                Ok(Ok(runc_direct::Outcome::UseRuntime(why))) => {
+            match direct(runtime.root, id, runc_direct::delete).await {
+                Ok(runc_direct::Outcome::Done) => return Ok(()),
+                Ok(runc_direct::Outcome::UseRuntime(why)) => {
                     tracing::debug!(why, "container deleted by the runtime");
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "direct delete; the runtime deletes it"),
                 Err(e) => tracing::warn!(error = %e, "direct delete; the runtime deletes it"),
             }
             let args = ["delete", "--force", id];

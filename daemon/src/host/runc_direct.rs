@@ -30,6 +30,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
 use pier_proto::proc_stat;
 
+use crate::container::cgroup::CGROUP_ROOT;
+
 /// How often the init's liveness is checked while its fifo is silent: an
 /// init that died before opening its end never makes it readable.
 const LIVENESS_EVERY: Duration = Duration::from_millis(20);
@@ -64,6 +66,17 @@ pub enum DirectError {
     Timeout { id: String, waited: Duration },
 }
 
+impl DirectError {
+    /// Wraps an I/O error met while doing `what` to container `id`.
+    fn io(id: &str, what: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::Io {
+            id: id.to_owned(),
+            what,
+            source,
+        }
+    }
+}
+
 /// What runc's `state.json` says of a container, as far as these paths
 /// need it.
 struct State {
@@ -80,13 +93,7 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Err("no state.json in the runtime's state"));
             }
-            Err(source) => {
-                return Err(DirectError::Io {
-                    id: id.to_owned(),
-                    what: "read state.json",
-                    source,
-                });
-            }
+            Err(e) => return Err(DirectError::io(id, "read state.json")(e)),
         };
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             return Ok(Err("state.json is not runc's"));
@@ -125,13 +132,6 @@ pub fn start(root: &Path, id: &str, within: Duration) -> Result<Outcome, DirectE
         Ok(meta) if meta.file_type().is_fifo() => {}
         _ => return Ok(Outcome::UseRuntime("no exec.fifo in the runtime's state")),
     }
-    let io_error = |what| {
-        move |source| DirectError::Io {
-            id: id.to_owned(),
-            what,
-            source,
-        }
-    };
     let state = match State::read(&dir, id)? {
         Ok(state) => state,
         Err(why) => return Ok(Outcome::UseRuntime(why)),
@@ -145,7 +145,7 @@ pub fn start(root: &Path, id: &str, within: Duration) -> Result<Outcome, DirectE
     // hang the open; reads then wait in poll.
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = open(&fifo, flags, Mode::empty())
-        .map_err(|e| io_error("open exec.fifo")(io::Error::from(e)))?;
+        .map_err(|e| DirectError::io(id, "open exec.fifo")(io::Error::from(e)))?;
     let mut file = std::fs::File::from(fd);
     let deadline = Instant::now() + within;
     let mut received = 0usize;
@@ -171,7 +171,7 @@ pub fn start(root: &Path, id: &str, within: Duration) -> Result<Outcome, DirectE
             }
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(io_error("wait on exec.fifo")(io::Error::from(e))),
+            Err(e) => return Err(DirectError::io(id, "wait on exec.fifo")(io::Error::from(e))),
         }
         match file.read(&mut buf) {
             // The init's end closed: it exec'd (or died after writing,
@@ -180,14 +180,16 @@ pub fn start(root: &Path, id: &str, within: Duration) -> Result<Outcome, DirectE
             Ok(n) => received += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error("read exec.fifo")(e)),
+            Err(e) => return Err(DirectError::io(id, "read exec.fifo")(e)),
         }
     }
     if received == 0 {
         return Err(DirectError::AlreadyStarted { id: id.to_owned() });
     }
     match std::fs::remove_file(&fifo) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove exec.fifo")(e)),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(DirectError::io(id, "remove exec.fifo")(e))
+        }
         _ => Ok(Outcome::Done),
     }
 }
@@ -199,7 +201,8 @@ pub fn delete(root: &Path, id: &str) -> Result<Outcome, DirectError> {
     delete_with(root, id, Path::new(CGROUP_ROOT))
 }
 
-/// `delete`, removing only cgroups under `cgroup_root`.
+/// `delete`, removing only cgroups under `cgroup_root`: a state naming
+/// cgroups elsewhere is not trusted with removals.
 fn delete_with(root: &Path, id: &str, cgroup_root: &Path) -> Result<Outcome, DirectError> {
     let dir = root.join(id);
     let state = match State::read(&dir, id)? {
@@ -240,18 +243,12 @@ fn delete_with(root: &Path, id: &str, cgroup_root: &Path) -> Result<Outcome, Dir
         }
     }
     match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DirectError::Io {
-            id: id.to_owned(),
-            what: "remove the runtime's state",
-            source: e,
-        }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(DirectError::io(id, "remove the runtime's state")(e))
+        }
         _ => Ok(Outcome::Done),
     }
 }
-
-/// Where cgroup hierarchies are mounted; a state naming cgroups elsewhere
-/// is not trusted with removals.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/";
 
 /// Removes a cgroup directory and the cgroups under it, deepest first (a
 /// cgroup's files go with it; only its directories can be removed), retrying

@@ -76,14 +76,7 @@ pub struct Kind {
 pub fn by_kind(daemon: u32, dir: &Path) -> Vec<Kind> {
     let mut kinds: Vec<Kind> = Vec::new();
     for pid in runtime_processes(daemon, dir) {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
-            continue;
-        };
-        let pss = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Pss:"))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0);
+        let pss = crate::Memory::of(pid).pss;
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .unwrap_or_default()
             .trim()
