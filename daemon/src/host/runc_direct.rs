@@ -30,15 +30,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
 use pier_proto::proc_stat;
 
-use crate::container::cgroup::CGROUP_ROOT;
+use crate::container::cgroup::{CGROUP_ROOT, while_busy};
 
 /// How often the init's liveness is checked while its fifo is silent: an
 /// init that died before opening its end never makes it readable.
 const LIVENESS_EVERY: Duration = Duration::from_millis(20);
-
-/// How long a cgroup that still holds exiting tasks is retried, as runc
-/// retries it.
-const CGROUP_BUSY_FOR: Duration = Duration::from_millis(500);
 
 /// How a call went, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -254,15 +250,7 @@ fn delete_with(root: &Path, id: &str, cgroup_root: &Path) -> Result<Outcome, Dir
 /// cgroup's files go with it; only its directories can be removed), retrying
 /// while tasks that are still exiting keep it busy.
 fn remove_cgroup(path: &Path) -> io::Result<()> {
-    let deadline = Instant::now() + CGROUP_BUSY_FOR;
-    loop {
-        match remove_cgroup_tree(path) {
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            other => return other,
-        }
-    }
+    while_busy(|| remove_cgroup_tree(path))
 }
 
 fn remove_cgroup_tree(path: &Path) -> io::Result<()> {

@@ -6,8 +6,28 @@
 
 use std::io;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::CGROUP_ROOT;
+
+/// How long a cgroup that tasks still exiting keep busy is retried, as
+/// runc retries it: a killed task can hold its cgroup for a moment after
+/// it shows as a zombie.
+const BUSY_FOR: Duration = Duration::from_millis(500);
+
+/// Runs `remove` until it succeeds, fails otherwise than EBUSY, or
+/// `BUSY_FOR` has passed.
+pub fn while_busy(mut remove: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    let deadline = Instant::now() + BUSY_FOR;
+    loop {
+        match remove() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Removes the empty cgroup at `cgroups_path` (the spec's
 /// `linux.cgroupsPath`, a cgroupfs path) from every hierarchy it is in. A
@@ -43,7 +63,7 @@ fn remove_empty_in(root: &Path, cgroups_path: &str, unified_host: bool) {
     };
     for hierarchy in hierarchies {
         let dir = hierarchy.join(relative);
-        match std::fs::remove_dir(&dir) {
+        match while_busy(|| std::fs::remove_dir(&dir)) {
             Ok(()) => {
                 tracing::info!(cgroup = %dir.display(), "removed a cgroup an interrupted create left")
             }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 mod leftover;
-pub use leftover::remove_empty;
+pub use leftover::{remove_empty, while_busy};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
